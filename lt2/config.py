@@ -1,0 +1,173 @@
+"""Configuration: dataclasses for the model and the run, and the one function that resolves them.
+
+Resolution order (lowest to highest): dataclass defaults -> recipe YAML -> dot-list overrides, merged by
+OmegaConf in struct mode so that an unknown key or a value of the wrong type fails and names itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from lt2.train.args import DataArgs, TrainArgs
+
+
+
+@dataclass
+class LinearArgs:
+    """Heads of the linear-attention mixers (gdn, kda, deltanet, retnet, hgrn2)."""
+
+    n_heads: int | None = None  # None: the model's n_heads
+    head_dim: int = 96  # key/query dim per head (GDN 96 in the 1.3B flagship)
+    expand_v: float = 2.0  # value dim = expand_v * head_dim (GDN, KDA, RetNet)
+    conv_size: int = 4  # depthwise causal short convolution on q/k/v; 0 disables it
+    use_gate: bool = True  # output gate: o = norm(o) * silu(W_g x)
+    norm_eps: float = 1e-5
+
+
+@dataclass
+class Mamba2Args:
+    head_dim: int = 64  # channels per SSM head
+    d_state: int = 128  # state (B/C) size per group
+    expand: int = 2  # inner dim = expand * dim
+    n_groups: int = 1  # B/C groups shared by the heads
+    conv_size: int = 4
+    dt_min: float = 0.001
+    dt_max: float = 0.1
+
+
+@dataclass
+class NSAArgs:
+    """Native Sparse Attention: compressed, selected and sliding-window branches."""
+
+    n_kv_heads: int = 1  # GQA groups; fla's kernel wants n_heads / n_kv_heads a multiple of 16
+    block_size: int = 64  # compression / selection block length
+    block_count: int = 16  # selected blocks per query
+    window: int = 512  # sliding-window branch
+
+
+@dataclass
+class DSAArgs:
+    """DeepSeek Sparse Attention: lightning indexer -> top-k keys -> softmax attention on them."""
+
+    index_n_heads: int = 4
+    index_head_dim: int = 64
+    topk: int = 256  # keys each query attends to
+    index_loss_coef: float = 1.0  # weight of the indexer's KL to the (detached) attention distribution
+
+
+@dataclass
+class ModelArgs:
+    """A looped LM: `n_layers` physical blocks applied `loop_count` times."""
+
+    vocab_size: int = 128256
+    dim: int = 2048
+    n_layers: int = 21
+    loop_count: int = 4  # the paper's T: times the layer stack is applied
+    pattern: str = "full"  # mixer per (loop, layer); grammar in lt2/model/pattern.py
+    n_heads: int = 16  # softmax-attention heads (also the default for linear mixers)
+    n_kv_heads: int | None = None  # GQA for softmax attention; None: n_heads
+    head_dim: int | None = None  # softmax-attention head dim; None: dim // n_heads
+    ffn_dim: int = 5632  # SwiGLU hidden size
+    norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    max_seqlen: int = 4096  # longest training context; windows may not exceed it
+    window: int = 512  # size of `window` layers that the pattern does not size
+    tie_embeddings: bool = True
+    use_residual: bool = False  # h_{t+1} = Stack(h_t) + r_t * h_t, r zero-initialised, shape [loop_count, dim]
+    gated_attn: bool = False  # softmax-attention output * sigmoid(W_g x), W_g zero-initialised
+    init_seed: int = 42
+    init_std: float | None = None  # None: fan_in ** -0.5 for every projection (Lingua's init)
+    linear: LinearArgs = field(default_factory=LinearArgs)
+    mamba2: Mamba2Args = field(default_factory=Mamba2Args)
+    nsa: NSAArgs = field(default_factory=NSAArgs)
+    dsa: DSAArgs = field(default_factory=DSAArgs)
+
+    def __post_init__(self) -> None:
+        if self.n_kv_heads is None:
+            self.n_kv_heads = self.n_heads
+        if self.head_dim is None:
+            if self.dim % self.n_heads:
+                raise ValueError(f"dim {self.dim} does not divide into n_heads {self.n_heads}; set head_dim explicitly")
+            self.head_dim = self.dim // self.n_heads
+        if self.linear.n_heads is None:
+            self.linear.n_heads = self.n_heads
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"n_heads {self.n_heads} is not a multiple of n_kv_heads {self.n_kv_heads}")
+        layout = self.layout
+        for row in layout.specs:
+            for spec in row:
+                if spec.window is not None and spec.window > self.max_seqlen:
+                    raise ValueError(f"window {spec.window} in pattern {self.pattern!r} exceeds max_seqlen {self.max_seqlen}")
+        if "mamba2" in {s.family for s in layout.specs[0]} and (self.mamba2.expand * self.dim) % self.mamba2.head_dim:
+            raise ValueError(
+                f"mamba2 inner dim {self.mamba2.expand * self.dim} does not divide into head_dim {self.mamba2.head_dim}"
+            )
+
+    @property
+    def layout(self):
+        from lt2.model.pattern import parse_pattern  # lt2.model imports this module
+
+        return parse_pattern(self.pattern, self.n_layers, self.loop_count, self.window)
+
+
+T = TypeVar("T")
+
+
+def resolve(cls: type[T], *sources: dict | str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> T:
+    """Build `cls` from its defaults, then each YAML file or dict in `sources`, then dot-list overrides.
+
+    >>> resolve(ModelArgs, {"dim": 64, "n_layers": 2}, overrides=["loop_count=2"]).loop_count
+    2
+    """
+    base = OmegaConf.structured(cls)
+    OmegaConf.set_struct(base, True)
+    layers = []
+    for src in sources:
+        if src is None:
+            continue
+        if isinstance(src, (str, Path)):
+            path = Path(src)
+            if not path.is_file():
+                raise ValueError(f"config file {str(path)!r} does not exist")
+            layers.append(OmegaConf.load(path))
+        else:
+            layers.append(OmegaConf.create(src))
+    try:
+        if overrides:
+            layers.append(OmegaConf.from_dotlist(list(overrides)))
+        merged = OmegaConf.merge(base, *layers)
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        # OmegaConf's message names the full key; keep it, drop the internal traceback noise.
+        raise ValueError(f"invalid {cls.__name__} configuration: {err.msg if hasattr(err, 'msg') else err}") from None
+
+
+def to_dict(obj: Any) -> dict:
+    """A dataclass (nested) as a plain dict, for YAML/JSON dumps and provenance."""
+    return dataclasses.asdict(obj)
+
+
+
+@dataclass
+class Recipe:
+    """One paper row: the model and how it is trained. YAML files under config/recipes/{scale}/."""
+
+    name: str = ""
+    scale: str = "tiny"  # tiny | 600M | 1B
+    model: ModelArgs = field(default_factory=ModelArgs)
+    data: DataArgs = field(default_factory=DataArgs)
+    train: TrainArgs = field(default_factory=TrainArgs)
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Resolve a recipe: defaults -> YAML at `path` -> dot-list overrides (e.g. `train.steps=10`)."""
+    recipe = resolve(Recipe, path, overrides=overrides)
+    if not recipe.name and path is not None:
+        recipe.name = Path(path).stem
+    return recipe

@@ -1,0 +1,108 @@
+"""What every mixer shares: the per-call sequence description and the short causal convolution.
+
+Mixer contract (every family in lt2/mixers follows it):
+
+    mixer = MixerClass(args: ModelArgs, layer_idx: int)
+    y = mixer(x, seq, cache, spec)        x, y: [B, T, C] (or [1, total, C] when seq.cu_seqlens is set)
+    cache = mixer.init_cache(batch, max_len, device, dtype, spec)
+
+- `seq` (SeqInfo) carries positions, padding and document boundaries; `spec` (MixerSpec) says what
+  this (loop, layer) runs, e.g. the window size of a loop-level schedule.
+- `cache` is None in training. Otherwise it is this (loop, layer)'s own cache, read and updated in
+  place: the call continues the sequence at cache slots `seq.slots`. One-token decode (T == 1) must use
+  tensors only (no host syncs, no data-dependent shapes) so that it can be captured in a CUDA graph.
+- Padding is left padding: the model zeroes the mixer input at pad positions, which keeps every
+  recurrent state exactly zero until the first real token; attention mixers also mask pad keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class SeqInfo:
+    """Describes the tokens of one forward call.
+
+    positions: [B, T] long, rotary position of every token (restarts at each packed document).
+    pad_mask: [B, T] bool, True for real tokens (left padding only), or None when all are real.
+    cu_seqlens: [N+1] int32 boundaries of packed documents over the flattened batch; when set, mixers
+        get x as [1, B*T, C] and nothing may cross a boundary (training only).
+    slots: [T] long, the cache slots this call writes (cached calls only).
+    key_mask: [B, max_len] bool, cache slots that hold real tokens, this call's included (cached calls).
+    start: host copy of slots[0] for prefill paths that slice; None inside a captured decode step.
+    """
+
+    positions: torch.Tensor
+    pad_mask: torch.Tensor | None = None
+    cu_seqlens: torch.Tensor | None = None
+    slots: torch.Tensor | None = None
+    key_mask: torch.Tensor | None = None
+    start: int | None = None
+
+    @property
+    def cached(self) -> bool:
+        return self.slots is not None
+
+
+def doc_offsets(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
+    """[total] distance of every flattened token from the start of its document."""
+    index = torch.arange(total, device=cu_seqlens.device)
+    doc = torch.searchsorted(cu_seqlens[1:].to(torch.long), index, right=True)
+    return index - cu_seqlens.to(torch.long)[doc]
+
+
+def cu_seqlens_from_doc_starts(doc_start: torch.Tensor) -> torch.Tensor:
+    """Document boundaries [N+1] (int32) over the flattened [B, T] batch from a bool `doc_start` [B, T].
+
+    Every row start is also a boundary, so documents never continue from one row into the next.
+    """
+    starts = doc_start.clone()
+    starts[:, 0] = True
+    flat = starts.flatten().nonzero().flatten()
+    total = torch.tensor([starts.numel()], device=flat.device)
+    return torch.cat([flat, total]).to(torch.int32)
+
+
+class ShortConv(nn.Module):
+    """Depthwise causal convolution (kernel `size`) followed by SiLU, as in Mamba / fla.
+
+    Written as `size` shifted multiply-adds, so that document masking and the decode cache are the
+    same few lines; on GPU this is memory-bound either way and torch.compile fuses it.
+    """
+
+    def __init__(self, channels: int, size: int, activation: bool = True):
+        super().__init__()
+        self.channels, self.size, self.activation = channels, size, activation
+        self.weight = nn.Parameter(torch.empty(channels, size))  # weight[:, -1] multiplies the current token
+
+    def reset_parameters(self) -> None:
+        # nn.Conv1d's default for a depthwise kernel: fan_in = size.
+        bound = self.size**-0.5
+        nn.init.uniform_(self.weight, -bound, bound)
+
+    def init_cache(self, batch: int, device, dtype) -> torch.Tensor:
+        return torch.zeros(batch, self.size - 1, self.channels, device=device, dtype=dtype)
+
+    def forward(
+        self, x: torch.Tensor, cu_seqlens: torch.Tensor | None = None, cache: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x [B, T, C] -> [B, T, C]; `cache` [B, size-1, C] holds the previous inputs and is updated in place."""
+        B, T, C = x.shape
+        k = self.size
+        history = cache.to(x.dtype) if cache is not None else x.new_zeros(B, k - 1, C)
+        xx = torch.cat([history, x], dim=1)  # [B, k-1+T, C]
+        offsets = doc_offsets(cu_seqlens, T) if cu_seqlens is not None else None
+        y = x * self.weight[:, -1]
+        for shift in range(1, k):
+            tap = xx[:, k - 1 - shift : k - 1 - shift + T] * self.weight[:, -1 - shift]
+            if offsets is not None:  # drop taps that reach into the previous document
+                tap = tap * (offsets >= shift)[None, :, None].to(tap.dtype)
+            y = y + tap
+        if cache is not None:
+            cache.copy_(xx[:, T:])
+        return F.silu(y) if self.activation else y

@@ -1,0 +1,212 @@
+"""LoopedLM: embeddings, `n_layers` physical blocks applied `loop_count` times, a final norm and the head.
+
+    h_0 = embed(tokens)
+    h_{t+1} = Stack(h_t) [+ r_t * h_t when use_residual]        t = 0 .. loop_count-1
+    logits = head(RMSNorm(h_T))
+
+No recurrent state crosses loops: each loop starts every mixer from a fresh state (training) or from
+its own (loop, layer) cache (decoding).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lt2.config import ModelArgs, resolve, to_dict
+from lt2.mixers.base import SeqInfo, cu_seqlens_from_doc_starts
+from lt2.model.block import Block
+from lt2.model.cache import DecodeState
+from lt2.model.init import init_weights
+from lt2.model.layers import RMSNorm
+
+CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
+
+
+def doc_positions(doc_start: torch.Tensor) -> torch.Tensor:
+    """[B, T] position of each token inside its document (documents start where doc_start is True)."""
+    B, T = doc_start.shape
+    index = torch.arange(T, device=doc_start.device).expand(B, T)
+    starts = torch.where(doc_start, index, torch.zeros_like(index))
+    return index - torch.cummax(starts, dim=1).values
+
+
+class LoopedLM(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.args = args
+        self.layout = args.layout
+        self.embed = nn.Embedding(args.vocab_size, args.dim)
+        self.layers = nn.ModuleList(Block(args, i, self.layout.family(i)) for i in range(args.n_layers))
+        self.residual_gate = nn.Parameter(torch.zeros(args.loop_count, args.dim)) if args.use_residual else None
+        self.norm = RMSNorm(args.dim, args.norm_eps)
+        self.head = None if args.tie_embeddings else nn.Linear(args.dim, args.vocab_size, bias=False)
+
+    def init_weights(self) -> None:
+        init_weights(self, self.args.init_seed, self.args.init_std)
+
+    # ---------------------------------------------------------------- forward
+    def hidden_states(self, tokens: torch.Tensor, seq: SeqInfo, state: DecodeState | None = None) -> torch.Tensor:
+        """tokens [B, T] -> final normed hidden states [B, T, C]; the loop over loops and layers lives here."""
+        B, T = tokens.shape
+        h = self.embed(tokens)
+        if seq.cu_seqlens is not None:  # packed documents: the varlen layout [1, B*T, C] that kernels expect
+            h = h.view(1, B * T, -1)
+        for loop in range(self.args.loop_count):
+            h_loop_in = h
+            for layer, block in enumerate(self.layers):
+                cache = state.caches[loop][layer] if state is not None else None
+                h = block(h, seq, cache, self.layout.specs[loop][layer])
+            if self.residual_gate is not None:
+                h = h + self.residual_gate[loop] * h_loop_in
+        return self.norm(h).view(B, T, -1)
+
+    def output(self, h: torch.Tensor) -> torch.Tensor:
+        """Hidden states [..., C] -> logits [..., V] (tied to the embedding unless tie_embeddings is off)."""
+        weight = self.embed.weight if self.head is None else self.head.weight
+        return h @ weight.t().to(h.dtype)
+
+    def forward(self, tokens: torch.Tensor, doc_start: torch.Tensor | None = None) -> torch.Tensor:
+        """Training / scoring forward: tokens [B, T] -> logits [B, T, V].
+
+        doc_start [B, T] bool marks the first token of each packed document; when given, no attention,
+        recurrent state or convolution crosses a document boundary and positions restart per document.
+        """
+        return self.output(self.hidden_states(tokens, self.seq_info(tokens, doc_start)))
+
+    def seq_info(self, tokens: torch.Tensor, doc_start: torch.Tensor | None = None) -> SeqInfo:
+        B, T = tokens.shape
+        if doc_start is None:
+            return SeqInfo(positions=torch.arange(T, device=tokens.device).expand(B, T))
+        if doc_start.shape != tokens.shape or doc_start.dtype != torch.bool:
+            raise ValueError(f"doc_start must be a bool tensor of shape {tuple(tokens.shape)}, got {doc_start.dtype} {tuple(doc_start.shape)}")
+        positions = doc_positions(doc_start).reshape(1, B * T)  # varlen layout, like the hidden states
+        return SeqInfo(positions=positions, cu_seqlens=cu_seqlens_from_doc_starts(doc_start))
+
+    # --------------------------------------------------------------- decoding
+    def allocate_state(self, batch: int, max_len: int, device=None, dtype=None) -> DecodeState:
+        """Static caches for `batch` sequences of up to `max_len` slots (prompt, padding and new tokens)."""
+        device = device or self.embed.weight.device
+        dtype = dtype or self.embed.weight.dtype
+        caches = [
+            [block.mixer.init_cache(batch, max_len, device, dtype, self.layout.specs[loop][i]) for i, block in enumerate(self.layers)]
+            for loop in range(self.args.loop_count)
+        ]
+        return DecodeState(
+            caches=caches,
+            key_mask=torch.zeros(batch, max_len, dtype=torch.bool, device=device),
+            positions=torch.zeros(batch, dtype=torch.long, device=device),
+            index=torch.zeros(1, dtype=torch.long, device=device),
+            max_len=max_len,
+        )
+
+    @torch.no_grad()
+    def prefill(
+        self,
+        tokens: torch.Tensor,
+        state: DecodeState | None = None,
+        pad_mask: torch.Tensor | None = None,
+        max_len: int | None = None,
+    ) -> tuple[torch.Tensor, DecodeState]:
+        """Run a (left-padded) prompt chunk tokens [B, T]; returns logits [B, T, V] and the updated state.
+
+        A new state is allocated when none is given (max_len defaults to args.max_seqlen). Calling prefill
+        again on a state appends the chunk; pad_mask [B, T] (True = real) is only allowed on the first chunk.
+        """
+        B, T = tokens.shape
+        if state is None:
+            state = self.allocate_state(B, max(max_len or self.args.max_seqlen, T))
+        if state.batch_size != B:
+            raise ValueError(f"tokens have batch {B} but the decode state was allocated for {state.batch_size}")
+        state.check_room(T)
+        if pad_mask is not None:
+            if state.length:
+                raise ValueError("pad_mask is only allowed on the first prefill chunk (left padding)")
+            if pad_mask.shape != tokens.shape:
+                raise ValueError(f"pad_mask shape {tuple(pad_mask.shape)} != tokens shape {tuple(tokens.shape)}")
+            if (pad_mask[:, 1:].int() < pad_mask[:, :-1].int()).any():
+                raise ValueError("pad_mask must be left padding (no pad after a real token); use left_align()")
+        real = pad_mask if pad_mask is not None else torch.ones_like(tokens, dtype=torch.bool)
+        slots = torch.arange(state.length, state.length + T, device=tokens.device)
+        positions = state.positions[:, None] + (real.long().cumsum(1) - 1).clamp(min=0)
+        state.key_mask[:, slots] = real
+        seq = SeqInfo(positions=positions, pad_mask=pad_mask, slots=slots, key_mask=state.key_mask, start=state.length)
+        logits = self.output(self.hidden_states(tokens, seq, state))
+        state.positions += real.sum(1)
+        state.index += T
+        state.length += T
+        return logits, state
+
+    @torch.no_grad()
+    def step(self, token: torch.Tensor, state: DecodeState) -> tuple[torch.Tensor, DecodeState]:
+        """One decode step: token [B] (or [B, 1]) -> logits [B, V]. Uses tensors only (graph-capturable)."""
+        state.check_room(1)
+        logits = self.decode_step(token.reshape(-1, 1), state)
+        state.length += 1
+        return logits, state
+
+    def decode_step(self, token: torch.Tensor, state: DecodeState) -> torch.Tensor:
+        """The device-side part of `step`: no host syncs, fixed shapes; what CUDA graphs capture."""
+        state.key_mask.index_fill_(1, state.index, True)
+        seq = SeqInfo(positions=state.positions[:, None], slots=state.index, key_mask=state.key_mask)
+        logits = self.output(self.hidden_states(token, seq, state))[:, -1]
+        state.positions += 1
+        state.index += 1
+        return logits
+
+    # ------------------------------------------------------------ persistence
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write config.json + model.safetensors (atomically: temp files, then rename)."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        if self.head is None:
+            tensors.pop("head.weight", None)
+        tmp_weights, tmp_config = directory / (WEIGHTS_NAME + ".tmp"), directory / (CONFIG_NAME + ".tmp")
+        save_file(tensors, str(tmp_weights), metadata={"format": "pt", "lt2_arch": self.args.pattern})
+        tmp_config.write_text(json.dumps(to_dict(self.args), indent=2, sort_keys=True))
+        tmp_weights.replace(directory / WEIGHTS_NAME)
+        tmp_config.replace(directory / CONFIG_NAME)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, overrides: list[str] | tuple[str, ...] = (), device=None) -> LoopedLM:
+        """Load a directory written by `save_pretrained` (or `lt2 export`)."""
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            if not (directory / name).is_file():
+                raise ValueError(f"{directory} is not an lt2 model directory: {name} is missing")
+        args = resolve(ModelArgs, json.loads((directory / CONFIG_NAME).read_text()), overrides=overrides)
+        with torch.device("meta"):
+            model = cls(args)
+        model.to_empty(device=device or "cpu")
+        model.init_weights()  # non-persistent buffers (RoPE) and anything the file lacks is checked below
+        load_checked(model, load_file(str(directory / WEIGHTS_NAME), device=str(device or "cpu")))
+        return model
+
+
+def load_checked(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """load_state_dict that explains an architecture mismatch instead of dumping a traceback."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        def show(keys):
+            return ", ".join(keys[:6]) + (f" ... (+{len(keys) - 6})" if len(keys) > 6 else "")
+
+        details = []
+        if missing:
+            details.append(f"missing: {show(missing)}")
+        if unexpected:
+            details.append(f"unexpected: {show(unexpected)}")
+        if wrong:
+            details.append("shape mismatch: " + show([f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong]))
+        raise ValueError(f"checkpoint does not match this architecture ({'; '.join(details)})")
+    model.load_state_dict(state, strict=True)
