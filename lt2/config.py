@@ -17,7 +17,6 @@ from omegaconf.errors import OmegaConfBaseException
 from lt2.train.args import DataArgs, TrainArgs
 
 
-
 @dataclass
 class LinearArgs:
     """Heads of the linear-attention mixers (gdn, kda, deltanet, retnet, hgrn2)."""
@@ -103,7 +102,9 @@ class ModelArgs:
         for row in layout.specs:
             for spec in row:
                 if spec.window is not None and spec.window > self.max_seqlen:
-                    raise ValueError(f"window {spec.window} in pattern {self.pattern!r} exceeds max_seqlen {self.max_seqlen}")
+                    raise ValueError(
+                        f"window {spec.window} in pattern {self.pattern!r} exceeds max_seqlen {self.max_seqlen}"
+                    )
         if "mamba2" in {s.family for s in layout.specs[0]} and (self.mamba2.expand * self.dim) % self.mamba2.head_dim:
             raise ValueError(
                 f"mamba2 inner dim {self.mamba2.expand * self.dim} does not divide into head_dim {self.mamba2.head_dim}"
@@ -151,7 +152,6 @@ def resolve(cls: type[T], *sources: dict | str | Path | None, overrides: list[st
 def to_dict(obj: Any) -> dict:
     """A dataclass (nested) as a plain dict, for YAML/JSON dumps and provenance."""
     return dataclasses.asdict(obj)
-
 
 
 @dataclass

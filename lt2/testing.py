@@ -15,7 +15,9 @@ def error_stats(actual: torch.Tensor, expected: torch.Tensor) -> dict[str, float
     }
 
 
-def assert_close(name: str, actual: torch.Tensor, expected: torch.Tensor, rtol: float = 1e-5, atol: float = 1e-6) -> None:
+def assert_close(
+    name: str, actual: torch.Tensor, expected: torch.Tensor, rtol: float = 1e-5, atol: float = 1e-6
+) -> None:
     """Fail with both error measures unless rel-RMS <= rtol or max-abs <= atol; shapes must match."""
     if actual.shape != expected.shape:
         raise AssertionError(f"{name}: shape {tuple(actual.shape)} != expected {tuple(expected.shape)}")
@@ -23,4 +25,6 @@ def assert_close(name: str, actual: torch.Tensor, expected: torch.Tensor, rtol: 
         raise AssertionError(f"{name}: non-finite values")
     stats = error_stats(actual, expected)
     if stats["rel_rms"] > rtol and stats["max_abs"] > atol:
-        raise AssertionError(f"{name}: max_abs={stats['max_abs']:.3e} rel_rms={stats['rel_rms']:.3e} (rtol={rtol}, atol={atol})")
+        raise AssertionError(
+            f"{name}: max_abs={stats['max_abs']:.3e} rel_rms={stats['rel_rms']:.3e} (rtol={rtol}, atol={atol})"
+        )

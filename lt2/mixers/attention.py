@@ -20,9 +20,9 @@ from torch import nn
 
 from lt2.kernels import backend
 from lt2.kernels.flex import flex_causal_attention
+from lt2.mixers.base import SeqInfo
 from lt2.model.layers import apply_rope, rope_frequencies
 from lt2.model.pattern import MixerSpec
-from lt2.mixers.base import SeqInfo
 
 
 @dataclass

@@ -35,8 +35,10 @@ def init_weights(model: nn.Module, seed: int, init_std: float | None = None) -> 
             elif isinstance(module, RMSNorm):
                 module.reset_parameters()
         for module in model.modules():
-            if module is not model and hasattr(module, "reset_parameters") and not isinstance(
-                module, (nn.Linear, nn.Embedding, RMSNorm)
+            if (
+                module is not model
+                and hasattr(module, "reset_parameters")
+                and not isinstance(module, (nn.Linear, nn.Embedding, RMSNorm))
             ):
                 module.reset_parameters()
         if getattr(model, "residual_gate", None) is not None:

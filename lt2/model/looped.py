@@ -82,7 +82,9 @@ class LoopedLM(nn.Module):
         if doc_start is None:
             return SeqInfo(positions=torch.arange(T, device=tokens.device).expand(B, T))
         if doc_start.shape != tokens.shape or doc_start.dtype != torch.bool:
-            raise ValueError(f"doc_start must be a bool tensor of shape {tuple(tokens.shape)}, got {doc_start.dtype} {tuple(doc_start.shape)}")
+            raise ValueError(
+                f"doc_start must be a bool tensor of shape {tuple(tokens.shape)}, got {doc_start.dtype} {tuple(doc_start.shape)}"
+            )
         positions = doc_positions(doc_start).reshape(1, B * T)  # varlen layout, like the hidden states
         return SeqInfo(positions=positions, cu_seqlens=cu_seqlens_from_doc_starts(doc_start))
 
@@ -92,7 +94,10 @@ class LoopedLM(nn.Module):
         device = device or self.embed.weight.device
         dtype = dtype or self.embed.weight.dtype
         caches = [
-            [block.mixer.init_cache(batch, max_len, device, dtype, self.layout.specs[loop][i]) for i, block in enumerate(self.layers)]
+            [
+                block.mixer.init_cache(batch, max_len, device, dtype, self.layout.specs[loop][i])
+                for i, block in enumerate(self.layers)
+            ]
             for loop in range(self.args.loop_count)
         ]
         return DecodeState(
@@ -174,7 +179,9 @@ class LoopedLM(nn.Module):
         tmp_config.replace(directory / CONFIG_NAME)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, overrides: list[str] | tuple[str, ...] = (), device=None) -> LoopedLM:
+    def from_pretrained(
+        cls, directory: str | Path, overrides: list[str] | tuple[str, ...] = (), device=None
+    ) -> LoopedLM:
         """Load a directory written by `save_pretrained` (or `lt2 export`)."""
         from safetensors.torch import load_file
 
@@ -198,6 +205,7 @@ def load_checked(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     unexpected = sorted(set(state) - set(own))
     wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or wrong:
+
         def show(keys):
             return ", ".join(keys[:6]) + (f" ... (+{len(keys) - 6})" if len(keys) > 6 else "")
 
@@ -207,6 +215,8 @@ def load_checked(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
         if unexpected:
             details.append(f"unexpected: {show(unexpected)}")
         if wrong:
-            details.append("shape mismatch: " + show([f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong]))
+            details.append(
+                "shape mismatch: " + show([f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong])
+            )
         raise ValueError(f"checkpoint does not match this architecture ({'; '.join(details)})")
     model.load_state_dict(state, strict=True)

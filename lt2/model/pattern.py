@@ -85,7 +85,9 @@ def parse_mixer(token: str, default_window: int | None = None) -> MixerSpec:
     name, _, arg = token.strip().lower().partition("=")
     name = ALIASES.get(name, name)
     if name not in MIXER_FAMILIES:
-        raise ValueError(f"unknown mixer {token!r}; valid mixers: {', '.join(MIXER_FAMILIES)} (aliases: {', '.join(ALIASES)})")
+        raise ValueError(
+            f"unknown mixer {token!r}; valid mixers: {', '.join(MIXER_FAMILIES)} (aliases: {', '.join(ALIASES)})"
+        )
     if name != "window":
         if arg:
             raise ValueError(f"mixer {name!r} takes no argument, got {token!r}")
