@@ -83,7 +83,8 @@ class LoopedLM(nn.Module):
             return SeqInfo(positions=torch.arange(T, device=tokens.device).expand(B, T))
         if doc_start.shape != tokens.shape or doc_start.dtype != torch.bool:
             raise ValueError(
-                f"doc_start must be a bool tensor of shape {tuple(tokens.shape)}, got {doc_start.dtype} {tuple(doc_start.shape)}"
+                f"doc_start must be a bool tensor of shape {tuple(tokens.shape)}, "
+                f"got {doc_start.dtype} {tuple(doc_start.shape)}"
             )
         positions = doc_positions(doc_start).reshape(1, B * T)  # varlen layout, like the hidden states
         return SeqInfo(positions=positions, cu_seqlens=cu_seqlens_from_doc_starts(doc_start))
