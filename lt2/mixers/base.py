@@ -11,6 +11,8 @@ Mixer contract (every family in lt2/mixers follows it):
 - `cache` is None in training. Otherwise it is this (loop, layer)'s own cache, read and updated in
   place: the call continues the sequence at cache slots `seq.slots`. One-token decode (T == 1) must use
   tensors only (no host syncs, no data-dependent shapes) so that it can be captured in a CUDA graph.
+- `reset_parameters()` (optional) initialises only what is special to the mixer (decay ranges, conv
+  kernels, zero-init gates); every nn.Linear is initialised by lt2/model/init.py before it runs.
 - Padding is left padding: the model zeroes the mixer input at pad positions, which keeps every
   recurrent state exactly zero until the first real token; attention mixers also mask pad keys.
 """
