@@ -1,8 +1,10 @@
-"""One closeness check for fast paths vs references, used by the tests and `lt2 verify-kernels`."""
+"""Test helpers shared by the test suite and `lt2 verify-kernels`: one closeness check and tiny model presets."""
 
 from __future__ import annotations
 
 import torch
+
+from lt2.config import ModelArgs, resolve
 
 
 def error_stats(actual: torch.Tensor, expected: torch.Tensor) -> dict[str, float]:
@@ -28,3 +30,41 @@ def assert_close(
         raise AssertionError(
             f"{name}: max_abs={stats['max_abs']:.3e} rel_rms={stats['rel_rms']:.3e} (rtol={rtol}, atol={atol})"
         )
+
+
+def tiny_args(pattern: str = "full", loop_count: int = 2, **overrides) -> ModelArgs:
+    """A model small enough for exhaustive CPU checks; every mixer family gets sensible tiny dims."""
+    base = dict(
+        vocab_size=97,
+        dim=32,
+        n_layers=2,
+        loop_count=loop_count,
+        pattern=pattern,
+        n_heads=4,
+        n_kv_heads=2,
+        ffn_dim=64,
+        max_seqlen=512,
+        window=16,
+        use_residual=True,
+        gated_attn=True,
+        linear={"n_heads": 2, "head_dim": 8, "expand_v": 2.0},
+        mamba2={"head_dim": 8, "d_state": 8, "expand": 2},
+        nsa={"n_kv_heads": 1, "block_size": 8, "block_count": 2, "window": 16},
+        dsa={"index_n_heads": 2, "index_head_dim": 8, "topk": 12},
+    )
+    base.update(overrides)
+    return resolve(ModelArgs, base)
+
+
+def tiny_model(pattern: str = "full", loop_count: int = 2, seed: int = 0, **overrides):
+    """A tiny fp64 model whose zero-initialised gates are perturbed, so every path matters in a test."""
+    from lt2.model import LoopedLM
+
+    model = LoopedLM(tiny_args(pattern, loop_count, **overrides))
+    model.init_weights()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name == "residual_gate" or name.endswith("wg.weight"):
+                p.copy_(0.3 * torch.randn(p.shape, generator=gen))
+    return model.double().eval()

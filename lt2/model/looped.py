@@ -26,6 +26,23 @@ from lt2.model.layers import RMSNorm
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 
 
+def left_align(tokens: torch.Tensor, lengths: torch.Tensor, pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded tokens [B, T] with per-row `lengths` [B] -> (left-padded tokens, pad_mask [B, T]).
+
+    Decoding continues every row at the same cache slot, so prompts are left padded; this converts
+    the other common layout.
+    """
+    B, T = tokens.shape
+    if (lengths < 1).any() or (lengths > T).any():
+        raise ValueError(f"lengths must lie in [1, {T}], got {lengths.tolist()}")
+    index = torch.arange(T, device=tokens.device)
+    shift = (T - lengths)[:, None]  # move row b right by T - length_b
+    source = (index[None, :] - shift) % T
+    pad_mask = index[None, :] >= shift
+    aligned = torch.where(pad_mask, tokens.gather(1, source), torch.full_like(tokens, pad_id))
+    return aligned, pad_mask
+
+
 def doc_positions(doc_start: torch.Tensor) -> torch.Tensor:
     """[B, T] position of each token inside its document (documents start where doc_start is True)."""
     B, T = doc_start.shape

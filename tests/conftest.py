@@ -1,0 +1,25 @@
+"""Shared fixtures: the real-data folder beside the repository and deterministic seeds."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """Real data sets kept beside the repository (never committed); tests that need them skip without."""
+    root = Path(os.environ.get("LT2_SHARED_DATA", REPO.parent / "shared" / "data"))
+    if not root.is_dir():
+        pytest.skip(f"shared data folder not found (set LT2_SHARED_DATA); looked in {root}")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
