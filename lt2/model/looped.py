@@ -32,7 +32,7 @@ def left_align(tokens: torch.Tensor, lengths: torch.Tensor, pad_id: int = 0) -> 
     Decoding continues every row at the same cache slot, so prompts are left padded; this converts
     the other common layout.
     """
-    B, T = tokens.shape
+    T = tokens.shape[1]
     if (lengths < 1).any() or (lengths > T).any():
         raise ValueError(f"lengths must lie in [1, {T}], got {lengths.tolist()}")
     index = torch.arange(T, device=tokens.device)
@@ -167,15 +167,16 @@ class LoopedLM(nn.Module):
     def step(self, token: torch.Tensor, state: DecodeState) -> tuple[torch.Tensor, DecodeState]:
         """One decode step: token [B] (or [B, 1]) -> logits [B, V]. Uses tensors only (graph-capturable)."""
         state.check_room(1)
-        logits = self.decode_step(token.reshape(-1, 1), state)
+        logits = self.decode_step(token.reshape(-1), state)
         state.length += 1
         return logits, state
 
     def decode_step(self, token: torch.Tensor, state: DecodeState) -> torch.Tensor:
-        """The device-side part of `step`: no host syncs, fixed shapes; what CUDA graphs capture."""
+        """The device-side part of `step`, token [B] -> logits [B, V]: no host syncs, fixed shapes; what CUDA
+        graphs capture."""
         state.key_mask.index_fill_(1, state.index, True)
         seq = SeqInfo(positions=state.positions[:, None], slots=state.index, key_mask=state.key_mask)
-        logits = self.output(self.hidden_states(token, seq, state))[:, -1]
+        logits = self.output(self.hidden_states(token[:, None], seq, state))[:, -1]
         state.positions += 1
         state.index += 1
         return logits

@@ -1,0 +1,92 @@
+"""Batched text generation on the static decoder: left-padded prompts, sampling, EOS and stop strings."""
+
+from __future__ import annotations
+
+import torch
+
+from lt2.infer.decoder import Decoder
+from lt2.infer.sampling import SamplingArgs, sample
+from lt2.model import LoopedLM
+
+
+def left_pad(sequences: list[list[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token lists of any lengths -> (tokens [B, T], pad_mask [B, T]) with the padding on the left."""
+    if not sequences or any(len(s) == 0 for s in sequences):
+        raise ValueError("every prompt must have at least one token")
+    width = max(len(s) for s in sequences)
+    tokens = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    pad_mask = torch.zeros(len(sequences), width, dtype=torch.bool)
+    for row, seq in enumerate(sequences):
+        tokens[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+        pad_mask[row, width - len(seq) :] = True
+    return tokens.to(device), pad_mask.to(device)
+
+
+@torch.no_grad()
+def generate_ids(
+    model: LoopedLM,
+    prompts: list[list[int]],
+    sampling: SamplingArgs,
+    eos_id: int | None = None,
+    pad_id: int = 0,
+    stop=None,
+    cuda_graph: bool | None = None,
+    check_every: int = 8,
+) -> list[list[int]]:
+    """Generate up to sampling.max_new_tokens per prompt; `stop(row, ids) -> bool` ends a row early.
+
+    Finished rows keep stepping (the batch shape is static) but their outputs are cut at the end.
+    The host looks at the new tokens every `check_every` steps, not every step, to keep the GPU busy.
+    """
+    device = model.embed.weight.device
+    tokens, pad_mask = left_pad(prompts, pad_id, device)
+    decoder = Decoder(model, len(prompts), tokens.shape[1] + sampling.max_new_tokens, sampling, cuda_graph)
+    logits = decoder.prefill(tokens, pad_mask)
+    token = sample(logits[:, -1], sampling, decoder.generator)
+    new = torch.empty(len(prompts), sampling.max_new_tokens, dtype=torch.long, device=device)
+    outputs: list[list[int]] = [[] for _ in prompts]
+    done = [False] * len(prompts)
+    for i in range(sampling.max_new_tokens):
+        new[:, i] = token
+        last = i == sampling.max_new_tokens - 1
+        if (i + 1) % check_every == 0 or last:
+            block = new[:, i + 1 - ((i % check_every) + 1) : i + 1].tolist()
+            for row, ids in enumerate(block):
+                for tok in ids:
+                    if done[row]:
+                        break
+                    if eos_id is not None and tok == eos_id:
+                        done[row] = True
+                        break
+                    outputs[row].append(tok)
+                    if stop is not None and stop(row, outputs[row]):
+                        done[row] = True
+            if all(done) or last:
+                break
+        _, token = decoder.step(token)
+    return outputs
+
+
+def generate(
+    model: LoopedLM,
+    tokenizer,
+    prompts: list[str],
+    sampling: SamplingArgs,
+    stop_strings: tuple[str, ...] = (),
+    cuda_graph: bool | None = None,
+) -> list[str]:
+    """Text in, text out. Output stops at EOS or before the first stop string."""
+    ids = [tokenizer.encode(p, bos=True) for p in prompts]
+
+    def hit_stop(row: int, out: list[int]) -> bool:
+        return any(s in tokenizer.decode(out[-64:]) for s in stop_strings)
+
+    out_ids = generate_ids(
+        model, ids, sampling, tokenizer.eos_id, tokenizer.pad_id, hit_stop if stop_strings else None, cuda_graph
+    )
+    texts = []
+    for out in out_ids:
+        text = tokenizer.decode(out)
+        cut = min((text.find(s) for s in stop_strings if s in text), default=len(text))
+        texts.append(text[:cut])
+    return texts
