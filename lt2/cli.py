@@ -15,6 +15,24 @@ def _recipe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", help="dot-list overrides, e.g. model.loop_count=2 train.steps=100")
 
 
+# ------------------------------------------------------------------ audit
+def cmd_audit(a: argparse.Namespace) -> int:
+    from lt2.report.audit import audit
+
+    report = audit(a.file)
+    print(report.format())
+    if not report.ok:
+        print(f"lt2 audit: FAILED: {report.first_problem}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_audit(sub) -> None:
+    p = sub.add_parser("audit", help="re-check the provenance chain of a result back to its data and config")
+    p.add_argument("file", help="a file under results/ or figures/ (run from the repository root)")
+    p.set_defaults(func=cmd_audit)
+
+
 # ------------------------------------------------------------------ data
 def _data_logging() -> None:
     import logging
@@ -88,6 +106,44 @@ def _add_data(sub) -> None:
     t.set_defaults(func=cmd_data_tokenizer)
 
 
+# ------------------------------------------------------------------ eval
+def cmd_eval_ppl(a: argparse.Namespace) -> int:
+    import json
+
+    from lt2.eval.perplexity import PplArgs, evaluate_perplexity, result_record
+    from lt2.report import provenance
+
+    args = PplArgs(seq_len=a.seq_len, stride=a.stride, batch_size=a.batch_size, max_tokens=a.max_tokens,
+                   text_key=a.text_key, device=a.device)  # fmt: skip
+    model_files = [f"{a.model_dir}/config.json", f"{a.model_dir}/model.safetensors"]
+    inputs = [*model_files, a.data, a.tokenizer]
+    with provenance.record([a.out], inputs=inputs, config={"eval_ppl": vars(args)}) as rec:
+        res = evaluate_perplexity(a.model_dir, a.data, a.tokenizer, args, progress=not a.no_progress)
+        record = result_record(a.model_dir, a.data, a.tokenizer, args, res)
+        provenance.atomic_write_text(a.out, json.dumps(record, indent=2, sort_keys=True) + "\n")
+        rec.extra["device"] = args.device
+    print(f"ppl {res.ppl:.4f}  bits/byte {res.bits_per_byte:.4f}  ({res.tokens} tokens, {res.documents} docs)")
+    return 0
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate an exported model")
+    evals = p.add_subparsers(dest="eval_command", required=True, metavar="<eval>")
+    q = evals.add_parser("ppl", help="validation perplexity and bits per byte on held-out JSONL")
+    q.add_argument("model_dir", help="exported model: config.json + model.safetensors")
+    q.add_argument("--data", required=True, help="held-out documents, one JSON object per line")
+    q.add_argument("--tokenizer", required=True, help="tokenizer directory (tokenizer.json)")
+    q.add_argument("--out", required=True, help="result JSON (a .prov.json sidecar is written beside it)")
+    q.add_argument("--seq-len", type=int, default=None, help="tokens per window (default: the model's max_seqlen)")
+    q.add_argument("--stride", type=int, default=None, help="sliding stride (default: seq-len, packed windows)")
+    q.add_argument("--batch-size", type=int, default=8)
+    q.add_argument("--max-tokens", type=int, default=None, help="score about this many tokens (whole documents)")
+    q.add_argument("--text-key", default="text")
+    q.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
+    q.set_defaults(func=cmd_eval_ppl)
+
+
 # ------------------------------------------------------------------ model-info
 def cmd_model_info(a: argparse.Namespace) -> int:
     from lt2.config import load_recipe
@@ -107,12 +163,73 @@ def _add_model_info(sub) -> None:
     p.set_defaults(func=cmd_model_info)
 
 
+# ------------------------------------------------------------------ record
+def cmd_record(a: argparse.Namespace) -> int:
+    from lt2.report.recorded import parse_config, run_recorded
+
+    command = a.cmd[1:] if a.cmd[:1] == ["--"] else a.cmd
+    return run_recorded(command, a.input, a.output, config=parse_config(a.config), stdout=a.stdout)
+
+
+def _add_record(sub) -> None:
+    p = sub.add_parser("record", help="run an lt2 command and write provenance sidecars for its outputs")
+    p.add_argument("--input", nargs="*", action="extend", default=[], help="files/directories the command reads")
+    p.add_argument("--output", nargs="+", action="extend", required=True, help="files/directories it writes")
+    p.add_argument("--config", default=None, help="resolved config: JSON text or a YAML/JSON file")
+    p.add_argument("--stdout", default=None, help="save the command's stdout to this output (atomically)")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- <command> [args...]")
+    p.set_defaults(func=cmd_record)
+
+
+# ------------------------------------------------------------------ report
+def cmd_report_table(a: argparse.Namespace) -> int:
+    from lt2.report import provenance
+    from lt2.report.tables import build_table, write_table
+
+    inputs = [*a.inputs, *([a.paper] if a.paper else [])]
+    with provenance.record([a.md, a.csv, a.tex], inputs=inputs, config={"table": a.name, "paper": a.paper}):
+        write_table(build_table(a.name, a.inputs, a.paper), a.name, a.md, a.csv, a.tex)
+    return 0
+
+
+def cmd_report_figure(a: argparse.Namespace) -> int:
+    from lt2.report import provenance
+    from lt2.report.figures import build_figure, save_figure
+
+    with provenance.record([a.png, a.pdf], inputs=a.inputs, config={"figure": a.name}):
+        save_figure(build_figure(a.name, a.inputs), a.png, a.pdf)
+    return 0
+
+
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="result tables (md, csv, tex) and figures (png, pdf) with provenance")
+    kinds = p.add_subparsers(dest="report_command", required=True, metavar="<kind>")
+    t = kinds.add_parser("table", help="one table from per-recipe records, next to the paper's numbers")
+    t.add_argument("name", help="table name (lt2.report.tables.TABLES)")
+    t.add_argument("--inputs", nargs="+", required=True, help="per-recipe records (.../<scale>/<recipe>.json)")
+    t.add_argument("--paper", default=None, help="the paper's numbers (config/paper/<table>.csv)")
+    t.add_argument("--md", required=True)
+    t.add_argument("--csv", required=True)
+    t.add_argument("--tex", required=True)
+    t.set_defaults(func=cmd_report_table)
+    f = kinds.add_parser("figure", help="one figure from per-recipe records")
+    f.add_argument("name", help="figure name (lt2.report.figures.FIGURES)")
+    f.add_argument("--inputs", nargs="+", required=True)
+    f.add_argument("--png", required=True)
+    f.add_argument("--pdf", required=True)
+    f.set_defaults(func=cmd_report_figure)
+
+
 # -------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lt2", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
+    _add_audit(sub)
     _add_data(sub)
+    _add_eval(sub)
     _add_model_info(sub)
+    _add_record(sub)
+    _add_report(sub)
     return parser
 
 

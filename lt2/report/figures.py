@@ -1,0 +1,81 @@
+"""Result figures: one function per figure draws onto a matplotlib Figure; one writer saves png + pdf.
+
+Adding a figure = one function registered in `FIGURES` + one rule in workflow/rules/report.smk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # jobs run headless (SLURM nodes, CI)
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+
+from lt2.report.tables import recipe_id
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """The records of a `metrics.jsonl` written by `lt2 train` (one JSON object per line)."""
+    records = []
+    for i, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{i}: not JSON ({err})") from None
+    return records
+
+
+def training_curve(inputs: list[Path]) -> Figure:
+    """Training loss (solid) and validation loss (dashed, where recorded) against tokens seen, per recipe."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
+    for path in sorted(inputs, key=recipe_id):
+        scale, recipe = recipe_id(path)
+        records = read_metrics(path)
+        train = [r for r in records if "loss" in r]
+        if not train:
+            keys = sorted({k for r in records for k in r})
+            raise ValueError(f"{path}: no record has a 'loss' field (keys seen: {keys})")
+        missing = [r for r in train if "tokens" not in r]
+        if missing:
+            raise ValueError(f"{path}: training records need 'tokens' (first without it: {missing[0]})")
+        (line,) = ax.plot([r["tokens"] for r in train], [r["loss"] for r in train], label=f"{recipe} ({scale})")
+        val = [r for r in records if "val_loss" in r and "tokens" in r]
+        if val:
+            ax.plot([r["tokens"] for r in val], [r["val_loss"] for r in val], "--", color=line.get_color())
+    ax.set_xlabel("tokens")
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title("Training curves")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return fig
+
+
+FIGURES: dict[str, Callable[[list[Path]], Figure]] = {
+    "training_curve": training_curve,
+}
+
+
+def build_figure(name: str, inputs: list[str | Path]) -> Figure:
+    if name not in FIGURES:
+        raise ValueError(f"unknown figure {name!r}; known figures: {', '.join(sorted(FIGURES))}")
+    if not inputs:
+        raise ValueError(f"figure {name!r} needs at least one input")
+    return FIGURES[name]([Path(p) for p in inputs])
+
+
+def save_figure(fig: Figure, *paths: str | Path) -> None:
+    """Save to every path (format from its suffix), each to a temporary name first, then renamed."""
+    for path in map(Path, paths):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+        # pdf/png embed a creation date by default; leave it out so a re-run gives the same bytes
+        metadata = {"CreationDate": None} if path.suffix == ".pdf" else {"Software": None}
+        fig.savefig(tmp, format=path.suffix.lstrip("."), dpi=150, metadata=metadata)
+        os.replace(tmp, path)
+    plt.close(fig)

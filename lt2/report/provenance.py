@@ -1,0 +1,307 @@
+"""Provenance sidecars: `<output>.prov.json` says how a file under results/ or figures/ was made.
+
+One record per output file (or output directory):
+
+    command      the `lt2 ...` command line that produced it
+    git          commit, dirty flag and sha256 of `git diff HEAD` of the source tree (generated folders excluded)
+    config       the resolved configuration the command ran with, and `config_sha256` of its canonical JSON
+    inputs       path, sha256 and whether the input had a sidecar of its own (so `lt2 audit` can demand one)
+    output       path and sha256 of the file the record describes (catches edits of the output itself)
+    packages     versions of torch, triton, fla, lm-eval, snakemake and lt2 (None where not installed)
+    hardware     CPU model and count, GPU models and count
+    started/ended, host
+
+Usage, from a command that writes `out.json` from `data.jsonl`:
+
+    with provenance.record(["out.json"], inputs=["data.jsonl"], config={"seq_len": 256}):
+        ...write out.json...
+
+Sidecars are written only after the body succeeded, and stale sidecars of the outputs are removed when it
+starts, so a crashed command never leaves a record that describes a different file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SUFFIX = ".prov.json"
+SCHEMA_VERSION = 1
+# Distribution names whose versions every record carries (the DESIGN's list, plus lt2 itself).
+PACKAGES = ("torch", "triton", "fla-core", "flash-linear-attention", "lm_eval", "snakemake", "lt2")
+# Generated folders: changes there are results, not code, so they do not make the source tree dirty.
+GENERATED = ("results", "figures", "data", "runs", "logs", ".snakemake")
+
+PathLike = str | os.PathLike
+
+
+# ------------------------------------------------------------------ writing files
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Write `data` to a temporary file beside `path`, fsync it, then rename it over `path`.
+
+    A reader (or a job killed half-way) sees either the old file or the complete new one, never a prefix.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def sidecar(path: PathLike) -> Path:
+    """The provenance file of `path`: `results/x.json` -> `results/x.json.prov.json`."""
+    path = Path(path)
+    return path.with_name(path.name + SUFFIX)
+
+
+# ------------------------------------------------------------------------ hashing
+def sha256_file(path: PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(functools.partial(f.read, 1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_path(path: PathLike) -> str:
+    """sha256 of a file, or of a directory as the sorted list of (relative path, file sha256).
+
+    Sidecars inside a directory are left out: writing a record must not change the hash it records.
+    """
+    path = Path(path)
+    if path.is_file():
+        return sha256_file(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} does not exist")
+    h = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.endswith(SUFFIX)):
+        h.update(f"{file.relative_to(path).as_posix()}\0{sha256_file(file)}\n".encode())
+    return h.hexdigest()
+
+
+def config_sha256(config: Any) -> str:
+    """Hash of the canonical JSON of a config (sorted keys, no whitespace), so equal configs hash equal."""
+    return hashlib.sha256(canonical_json(config).encode()).hexdigest()
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def display_path(path: PathLike) -> str:
+    """Relative to the working directory (the repository root for workflow jobs) when inside it.
+
+    Records then stay valid when the repository is cloned elsewhere, and name no machine's folders.
+    """
+    path = Path(path)
+    try:
+        return Path(os.path.relpath(path.resolve(), Path.cwd().resolve())).as_posix()
+    except ValueError:  # another drive (Windows)
+        return path.resolve().as_posix()
+
+
+# ------------------------------------------------------------- environment facts
+@functools.cache
+def git_state() -> dict[str, Any]:
+    """Commit, dirty flag and the hash of the uncommitted diff of the source tree (None outside git)."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout
+
+    if shutil.which("git") is None:
+        return {"commit": None, "dirty": None, "diff_sha256": None}
+    try:
+        commit = git("rev-parse", "HEAD").strip()
+    except subprocess.CalledProcessError:
+        return {"commit": None, "dirty": None, "diff_sha256": None}
+    exclude = [f":(exclude){d}" for d in GENERATED]
+    status = git("status", "--porcelain", "--", ".", *exclude)
+    diff = git("diff", "HEAD", "--binary", "--", ".", *exclude)
+    return {
+        "commit": commit,
+        "dirty": bool(status.strip()),
+        "diff_sha256": hashlib.sha256(diff.encode()).hexdigest() if diff else None,
+        # untracked files change behaviour too, but have no diff: name them so a reader knows
+        "untracked": [line[3:] for line in status.splitlines() if line.startswith("??")],
+    }
+
+
+@functools.cache
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _gpu_models() -> list[str]:
+    # nvidia-smi answers without initialising CUDA in this process; torch is the fallback when it already
+    # runs here (a wrapped command that used the GPU has imported it).
+    if shutil.which("nvidia-smi"):
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True
+        )
+        if out.returncode == 0:
+            return [line.strip() for line in out.stdout.splitlines() if line.strip()]
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return []
+
+
+@functools.cache
+def hardware() -> dict[str, Any]:
+    gpus = _gpu_models()
+    return {
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "gpus": gpus,
+        "gpu_count": len(gpus),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+# ------------------------------------------------------------------------ records
+def input_entry(path: PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"input {path} does not exist; cannot record its provenance")
+    return {
+        "path": display_path(path),
+        "sha256": sha256_path(path),
+        "kind": "dir" if path.is_dir() else "file",
+        "has_provenance": sidecar(path).is_file(),
+    }
+
+
+def write_provenance(
+    output: PathLike,
+    inputs: Iterable[PathLike] = (),
+    config: Any = None,
+    started: str | None = None,
+    command: list[str] | None = None,
+    extra: dict[str, Any] | None = None,
+    input_entries: list[dict[str, Any]] | None = None,
+) -> Path:
+    """Write `<output>.prov.json` for an existing output file or directory; returns the sidecar's path.
+
+    `inputs` are hashed now, unless `input_entries` (from `input_entry`, taken when the command started)
+    are given: hashing before the work catches an input that changes while the command reads it.
+    """
+    output = Path(output)
+    if not output.exists():
+        raise ValueError(f"output {output} does not exist; cannot record its provenance")
+    entries = input_entries if input_entries is not None else [input_entry(p) for p in inputs]
+    argv = command if command is not None else ["lt2", *sys.argv[1:]]
+    rec = {
+        "schema": SCHEMA_VERSION,
+        "output": {"path": display_path(output), "sha256": sha256_path(output)},
+        "command": shlex.join(argv),
+        "inputs": entries,
+        "config": config,
+        "config_sha256": config_sha256(config),
+        "git": git_state(),
+        "packages": package_versions(),
+        "hardware": hardware(),
+        "host": socket.gethostname(),
+        "started": started or _now(),
+        "ended": _now(),
+    }
+    if extra:
+        rec["extra"] = extra
+    path = sidecar(output)
+    atomic_write_text(path, json.dumps(rec, indent=2, sort_keys=True, default=str) + "\n")
+    return path
+
+
+def read_provenance(path: PathLike) -> dict[str, Any]:
+    """The record of `path` (a file with a sidecar); ValueError naming the file when there is none."""
+    side = sidecar(path)
+    if not side.is_file():
+        raise ValueError(f"{path} has no provenance record ({side.name} is missing)")
+    return json.loads(side.read_text())
+
+
+@dataclass
+class Recording:
+    """What `record` hands to its body: add facts learnt while working (token counts, devices) to `extra`."""
+
+    outputs: list[Path]
+    inputs: list[dict[str, Any]]
+    config: Any
+    command: list[str]
+    started: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@contextmanager
+def record(
+    outputs: Iterable[PathLike],
+    inputs: Iterable[PathLike] = (),
+    config: Any = None,
+    command: list[str] | None = None,
+) -> Iterator[Recording]:
+    """Record provenance for `outputs` once the body has written them (see the module docstring).
+
+    Inputs are hashed before the body runs. On an exception no sidecar is written and the error propagates.
+    """
+    outs = [Path(p) for p in outputs]
+    for out in outs:
+        sidecar(out).unlink(missing_ok=True)
+    rec = Recording(
+        outputs=outs,
+        inputs=[input_entry(p) for p in inputs],
+        config=config,
+        command=command if command is not None else ["lt2", *sys.argv[1:]],
+        started=_now(),
+    )
+    yield rec
+    for out in rec.outputs:  # the body may narrow the list (nothing to record after a failed command)
+        write_provenance(
+            out,
+            config=rec.config,
+            started=rec.started,
+            command=rec.command,
+            extra=rec.extra or None,
+            input_entries=rec.inputs,
+        )

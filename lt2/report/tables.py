@@ -1,0 +1,178 @@
+"""Result tables: one function per table turns its input records into a DataFrame; one writer renders it.
+
+Adding a table = one function registered in `TABLES` + one rule in workflow/rules/report.smk that lists its
+inputs. Every table function takes the input paths (one record per recipe, laid out by the workflow as
+`.../<scale>/<recipe>.json` or `.../<scale>/<recipe>/<file>`) and returns one row per recipe.
+
+Reproduced values stand next to the paper's: `config/paper/<table>.csv` holds the paper's numbers in long
+form (table, row, column, value, source) with rows named `<scale>/<recipe>` like the recipe files. A
+reproduced row is matched to paper rows of the same recipe name at any scale, and each paper value gets its
+own column `paper <column> [<scale>]`, so a tiny run is never mistaken for the paper's 1B number.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from lt2.report.provenance import atomic_write_text
+
+PAPER_COLUMNS = ["table", "row", "column", "value", "source"]
+
+
+# ------------------------------------------------------------------ inputs
+def recipe_id(path: str | Path) -> tuple[str, str]:
+    """(scale, recipe) of a per-recipe record: `.../<scale>/<recipe>.json` or `.../<scale>/<recipe>/<file>`."""
+    path = Path(path)
+    if path.suffix == ".json" and path.name not in {"config.json"}:
+        return path.parent.name, path.stem
+    return path.parent.parent.name, path.parent.name
+
+
+def load_paper(path: str | Path, table: str) -> pd.DataFrame:
+    """The paper's numbers for `table` (possibly none yet): columns row, column, value, source."""
+    df = pd.read_csv(path, dtype={"table": str, "row": str, "column": str, "source": str})
+    if list(df.columns) != PAPER_COLUMNS:
+        raise ValueError(f"{path}: columns must be {PAPER_COLUMNS}, found {list(df.columns)}")
+    df = df[df["table"] == table]
+    bad = df[pd.to_numeric(df["value"], errors="coerce").isna()]
+    if len(bad):
+        raise ValueError(f"{path}: non-numeric value in row {bad.iloc[0]['row']!r} column {bad.iloc[0]['column']!r}")
+    if df["source"].isna().any() or (df["source"].str.strip() == "").any():
+        raise ValueError(f"{path}: every paper number needs a source (table/figure of the paper)")
+    unnamed = df[~df["row"].str.contains("/", regex=False)]
+    if len(unnamed):
+        raise ValueError(f"{path}: rows are named <scale>/<recipe>, found {unnamed['row'].iloc[0]!r}")
+    return df.assign(value=pd.to_numeric(df["value"]))
+
+
+def with_paper(df: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
+    """Append `paper <column> [<scale>]` columns to a table whose rows have `recipe` and `scale`."""
+    if paper.empty:
+        return df
+    paper = paper.assign(
+        paper_scale=paper["row"].str.split("/").str[0],
+        recipe=paper["row"].str.split("/").str[-1],
+    )
+    paper = paper.assign(label="paper " + paper["column"] + " [" + paper["paper_scale"] + "]")
+    wide = paper.pivot_table(index="recipe", columns="label", values="value", aggfunc="first")
+    wide.columns.name = None
+    return df.merge(wide, how="left", left_on="recipe", right_index=True)
+
+
+# ------------------------------------------------------------------ tables
+def model_size_table(inputs: list[Path]) -> pd.DataFrame:
+    """Paper Table 1 quantities from `lt2 model-info --json` records: size, depth, FLOPs, decode cache."""
+    rows = []
+    for path in inputs:
+        scale, recipe = recipe_id(path)
+        info = json.loads(Path(path).read_text())
+        mixers = pd.Series([m for row in info["mixer_map"] for m in row]).value_counts()
+        rows.append(
+            {
+                "recipe": recipe,
+                "scale": scale,
+                "params (M)": info["params"] / 1e6,
+                "non-embedding params (M)": info["non_embedding_params"] / 1e6,
+                "effective depth": info["effective_depth"],
+                "mixers (loop x layer)": ", ".join(f"{m} x{n}" for m, n in mixers.items()),
+                "context": info["seq_len"],
+                "train GFLOPs/token": info["train_flops_per_token"] / 1e9,
+                "KV cache KiB/token": info["cache_bytes_per_token"] / 1024,
+                "fixed state MiB": info["state_bytes"] / 2**20,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def lm_table(inputs: list[Path]) -> pd.DataFrame:
+    """Language modelling: validation perplexity and bits per byte of each trained recipe (`lt2 eval ppl`)."""
+    rows = []
+    for path in inputs:
+        scale, recipe = recipe_id(path)
+        res = json.loads(Path(path).read_text())
+        rows.append(
+            {
+                "recipe": recipe,
+                "scale": scale,
+                "val data": Path(res["data"]).name,
+                "eval tokens": res["tokens"],
+                "val ppl": res["ppl"],
+                "val bits/byte": res["bits_per_byte"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+TABLES: dict[str, Callable[[list[Path]], pd.DataFrame]] = {
+    "lm": lm_table,
+    "model_size": model_size_table,
+}
+
+
+def build_table(name: str, inputs: list[str | Path], paper_csv: str | Path | None = None) -> pd.DataFrame:
+    if name not in TABLES:
+        raise ValueError(f"unknown table {name!r}; known tables: {', '.join(sorted(TABLES))}")
+    if not inputs:
+        raise ValueError(f"table {name!r} needs at least one input record")
+    df = TABLES[name]([Path(p) for p in inputs]).sort_values(["scale", "recipe"], kind="stable")
+    if paper_csv is not None:
+        df = with_paper(df, load_paper(paper_csv, name))
+    return df.reset_index(drop=True)
+
+
+# ------------------------------------------------------------------ rendering
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.4g}"
+    return str(value)
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    header = "| " + " | ".join(df.columns) + " |"
+    rule = "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(t) else "---" for t in df.dtypes) + "|"
+    body = ["| " + " | ".join(_cell(v).replace("|", "\\|") for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([header, rule, *body]) + "\n"
+
+
+_LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+                  "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"}  # fmt: skip
+
+
+def _latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def to_latex(df: pd.DataFrame, caption: str, label: str) -> str:
+    """A booktabs table (needs \\usepackage{booktabs}); numbers right-aligned."""
+    align = "".join("r" if pd.api.types.is_numeric_dtype(t) else "l" for t in df.dtypes)
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{_latex_escape(caption)}}}",
+        rf"\label{{tab:{label}}}",
+        rf"\begin{{tabular}}{{{align}}}",
+        r"\toprule",
+        " & ".join(_latex_escape(c) for c in df.columns) + r" \\",
+        r"\midrule",
+        *(" & ".join(_latex_escape(_cell(v)) for v in row) + r" \\" for row in df.itertuples(index=False)),
+        r"\bottomrule",
+        r"\end{tabular}",
+        r"\end{table}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(df: pd.DataFrame, name: str, md: str | Path, csv: str | Path, tex: str | Path) -> None:
+    """Write the three renderings, each atomically. The CSV keeps full precision for other tools."""
+    buffer = io.StringIO()
+    df.to_csv(buffer, index=False)
+    atomic_write_text(csv, buffer.getvalue())
+    atomic_write_text(md, to_markdown(df))
+    caption = (TABLES[name].__doc__ or name).strip().splitlines()[0]
+    atomic_write_text(tex, to_latex(df, caption, name))

@@ -1,0 +1,69 @@
+"""Planning the DAG: the paper-scale DAG lists every job without network; one table plans only its ancestors.
+
+pytest tests/workflow/test_dry_run.py
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.workflow.conftest import REPO, snakemake
+
+PAPER_SCALES = ("600M", "1B")
+
+
+def job_counts(stdout: str) -> dict[str, int]:
+    """The `Job stats` table of a dry run: rule -> number of jobs."""
+    counts = {}
+    block = stdout.split("Job stats:")[1].split("Reasons:")[0] if "Job stats:" in stdout else ""
+    for line in block.splitlines():
+        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if m and m.group(1) != "total":
+            counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+def paper_recipes(root: Path) -> list[str]:
+    return [f"{s}/{p.stem}" for s in PAPER_SCALES for p in sorted((root / s).glob("*.yaml"))]
+
+
+@pytest.mark.parametrize("recipes_dir", ["config/recipes", "tests/workflow/recipes"])
+def test_paper_dry_run_lists_every_job(workflow, recipes_dir):
+    recipes = paper_recipes(REPO / recipes_dir)
+    if not recipes:
+        pytest.skip(f"no paper-scale recipes under {recipes_dir} yet")
+    res = snakemake(
+        workflow, "-n", "all", "--configfile", "config/paper.yaml",
+        "--config", f"recipes={{'dir': '{recipes_dir}', 'scales': ['600M', '1B'], 'only': [], 'overrides': []}}",
+        timeout=120, overlay=False,
+    )  # fmt: skip
+    counts = job_counts(res.stdout)
+    n = len(recipes)
+    assert counts == {
+        "download": 1,  # fineweb_edu_10bt (both scales train on it in config/paper.yaml)
+        "shuffle": 1,
+        "tokenizer": 1,
+        "train": n,
+        "model_info": n,
+        "eval_ppl": n,
+        "table_model_size": 1,
+        "table_lm": 1,
+        "figure_training_curve": 1,
+        "all": 1,
+    }, counts
+    assert "--kind hf --name meta-llama/Meta-Llama-3-8B" in res.stdout
+    for rid in recipes:
+        assert f"results/paper/train/{rid}/model.safetensors" in res.stdout
+
+
+def test_one_table_plans_only_its_ancestors(workflow):
+    res = snakemake(workflow, "-n", "results/test/tables/model_size.md")
+    assert job_counts(res.stdout) == {"model_info": 2, "table_model_size": 1}, res.stdout[-3000:]
+
+
+def test_lm_table_plans_training_but_not_other_tables(workflow):
+    counts = job_counts(snakemake(workflow, "-n", "results/test/tables/lm.md").stdout)
+    assert counts == {"download": 1, "shuffle": 1, "tokenizer": 1, "train": 2, "eval_ppl": 2, "table_lm": 1}, counts

@@ -1,0 +1,193 @@
+# Loads and validates the run configuration, finds the recipes, and holds every helper the rules use:
+# path helpers (outputs are namespaced by the config's `name`), input functions and command-line pieces.
+# Rules stay declarative: each builds one `lt2 ...` command from these helpers.
+
+import json
+import shlex
+from pathlib import Path
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+# Validate before any rule is defined: a bad key or value fails here, naming itself, before any job runs.
+validate(config, schema="../schemas/config.schema.yaml", set_default=True)
+
+NAME = config["name"]
+SCALES = ("tiny", "600M", "1B")
+
+
+wildcard_constraints:
+    scale="|".join(SCALES),
+    recipe=r"[A-Za-z0-9_.-]+",
+    dataset=r"[A-Za-z0-9_.-]+",
+
+
+# ---------------------------------------------------------------- paths
+# data/ and runs/ are working folders; results/ and figures/ hold what is reported (with provenance).
+def data_path(path):
+    return f"data/{NAME}/{path}"
+
+
+def run_path(path):
+    return f"runs/{NAME}/{path}"
+
+
+def result_path(path):
+    return f"results/{NAME}/{path}"
+
+
+def figure_path(path):
+    return f"figures/{NAME}/{path}"
+
+
+def log_path(path):
+    """Logs mirror their output's path: results/<name>/x/y.json -> logs/<name>/x/y.log."""
+    return f"logs/{NAME}/{path}"
+
+
+CHUNK_IDS = [f"{i:02d}" for i in range(config["shuffle"]["nchunks"])]
+TOKENIZER_DIR = data_path("tokenizer")
+
+
+def shuffled_dir(dataset):
+    return data_path(f"shuffled/{dataset}")
+
+
+def chunk_files(dataset):
+    return expand(data_path("shuffled/{dataset}/{dataset}.chunk.{i}.jsonl"), dataset=dataset, i=CHUNK_IDS)
+
+
+def val_file(dataset):
+    return data_path(f"shuffled/{dataset}/{dataset}.val.jsonl")
+
+
+# ---------------------------------------------------------------- recipes
+def find_recipes():
+    """`<scale>/<recipe>` ids this config runs: `recipes.only`, else every YAML under the chosen scales."""
+    root = Path(config["recipes"]["dir"])
+    if config["recipes"]["only"]:
+        ids = list(config["recipes"]["only"])
+        for rid in ids:
+            if not (root / f"{rid}.yaml").is_file():
+                raise ValueError(f"config recipes.only names {rid!r}, but {root / rid}.yaml does not exist")
+    else:
+        ids = [f"{scale}/{p.stem}" for scale in config["recipes"]["scales"] for p in sorted((root / scale).glob("*.yaml"))]
+    if not ids:
+        raise ValueError(f"no recipes: {root}/<scale>/*.yaml has none for scales {config['recipes']['scales']}")
+    for rid in ids:
+        scale = rid.split("/")[0]
+        if scale not in config["corpus"]:
+            raise ValueError(f"recipe {rid}: config `corpus` names no dataset for scale {scale!r}")
+    return ids
+
+
+RECIPES = find_recipes()
+
+for _scale, _dataset in config["corpus"].items():
+    if _dataset not in config["datasets"]:
+        raise ValueError(f"corpus.{_scale} = {_dataset!r} is not one of the configured datasets {sorted(config['datasets'])}")
+if config["tokenizer"]["kind"] == "bpe" and config["tokenizer"]["dataset"] not in config["datasets"]:
+    raise ValueError(f"tokenizer.dataset {config['tokenizer']['dataset']!r} is not a configured dataset")
+if config["tokenizer"]["kind"] == "hf" and not config["tokenizer"]["name"]:
+    raise ValueError("tokenizer.kind is hf, so tokenizer.name must name the tokenizer repository")
+
+
+def recipe_file(wildcards):
+    return f"{config['recipes']['dir']}/{wildcards.scale}/{wildcards.recipe}.yaml"
+
+
+def corpus_of(wildcards):
+    return config["corpus"][wildcards.scale]
+
+
+# ---------------------------------------------------------------- input functions
+def corpus_chunks(wildcards):
+    return chunk_files(corpus_of(wildcards))
+
+
+def corpus_val(wildcards):
+    return val_file(corpus_of(wildcards))
+
+
+def tokenizer_inputs(wildcards):
+    """A BPE is trained on the training chunks of its dataset; a published tokenizer needs no input."""
+    tok = config["tokenizer"]
+    return chunk_files(tok["dataset"]) if tok["kind"] == "bpe" else []
+
+
+def per_recipe(pattern):
+    """Every recipe's file of `pattern` (with {scale} and {recipe}), for the report rules."""
+    return [pattern.format(scale=rid.split("/")[0], recipe=rid.split("/")[1]) for rid in RECIPES]
+
+
+def paper_csv(table):
+    return f"{config['report']['paper']}/{table}.csv"
+
+
+def final_outputs():
+    """What `all` builds: every configured table (md, csv, tex) and figure (png, pdf)."""
+    tables = expand(result_path("tables/{table}.{ext}"), table=config["report"]["tables"], ext=["md", "csv", "tex"])
+    figures = expand(figure_path("{figure}.{ext}"), figure=config["report"]["figures"], ext=["png", "pdf"])
+    return tables + figures
+
+
+# ---------------------------------------------------------------- command-line pieces
+def prov_config(*sections, **facts):
+    """The resolved configuration a job runs with, as JSON for `lt2 record --config` (recorded and hashed)."""
+    record = {"run": NAME, **{s: config[s] for s in sections}, **facts}
+    return json.dumps(record, sort_keys=True)
+
+
+def download_args(wildcards):
+    limit = config["datasets"][wildcards.dataset]["limit"]
+    return "" if limit is None else f"--limit {limit}"
+
+
+def download_config(wildcards):
+    return prov_config(dataset=wildcards.dataset, download=config["datasets"][wildcards.dataset])
+
+
+def shuffle_config(wildcards):
+    return prov_config("shuffle", dataset=wildcards.dataset)
+
+
+def tokenizer_args(wildcards):
+    tok = config["tokenizer"]
+    if tok["kind"] == "bpe":
+        return f"--kind bpe --input {' '.join(chunk_files(tok['dataset']))} --vocab-size {tok['vocab_size']}"
+    return f"--kind hf --name {tok['name']}"
+
+
+def recipe_overrides(wildcards):
+    return shlex.join(config["recipes"]["overrides"])
+
+
+def train_overrides(wildcards, input):
+    """Data paths reach the recipe as dot-list overrides, after the config's own overrides."""
+    data = [
+        f"data.train_dir={shuffled_dir(corpus_of(wildcards))}",
+        f"data.val_file={input.val}",
+        f"data.tokenizer={input.tokenizer}",
+    ]
+    return shlex.join([*config["recipes"]["overrides"], *data])
+
+
+def train_config(wildcards):
+    return prov_config(
+        recipe=f"{wildcards.scale}/{wildcards.recipe}",
+        overrides=config["recipes"]["overrides"],
+        corpus=corpus_of(wildcards),
+    )
+
+
+def recipe_config(wildcards):
+    return prov_config(recipe=f"{wildcards.scale}/{wildcards.recipe}", overrides=config["recipes"]["overrides"])
+
+
+def ppl_args(wildcards):
+    """`lt2 eval ppl` options from config `eval.ppl` (None: the command's default)."""
+    ppl = config["eval"]["ppl"]
+    flags = {"--seq-len": ppl["seq_len"], "--stride": ppl["stride"], "--batch-size": ppl["batch_size"],
+             "--max-tokens": ppl["max_tokens"]}  # fmt: skip
+    return " ".join(f"{flag} {value}" for flag, value in flags.items() if value is not None)

@@ -1,0 +1,39 @@
+# Per-recipe evaluation records that the report tables read: analytic model costs (no training needed)
+# and validation perplexity of the trained model on its corpus's held-out file.
+
+
+rule model_info:
+    input:
+        recipe=recipe_file,
+    output:
+        result_path("model_info/{scale}/{recipe}.json"),
+    log:
+        log_path("model_info/{scale}/{recipe}.log"),
+    params:
+        overrides=recipe_overrides,
+        config=recipe_config,
+    message:
+        "model costs of {wildcards.scale}/{wildcards.recipe}"
+    shell:
+        "lt2 record --input {input.recipe} --output {output} --stdout {output} --config {params.config:q}"
+        " -- model-info {input.recipe} {params.overrides} --json 2> {log}"
+
+
+rule eval_ppl:
+    input:
+        model=rules.train.output.model,
+        config=rules.train.output.config,
+        val=corpus_val,
+        tokenizer=TOKENIZER_DIR,
+    output:
+        result_path("eval/ppl/{scale}/{recipe}.json"),
+    log:
+        log_path("eval/ppl/{scale}/{recipe}.log"),
+    params:
+        model_dir=subpath(input.model, parent=True),
+        args=ppl_args,
+    message:
+        "validation perplexity of {wildcards.scale}/{wildcards.recipe}"
+    shell:
+        "lt2 eval ppl {params.model_dir} --data {input.val} --tokenizer {input.tokenizer} --out {output}"
+        " {params.args} > {log} 2>&1"

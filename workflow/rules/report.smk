@@ -1,0 +1,50 @@
+# Tables (md, csv, tex) and figures (png, pdf) from the per-recipe records, each with provenance.
+# Adding a table: one function in lt2/report/tables.py, one rule here, one caption in workflow/report/.
+
+
+rule table_model_size:
+    input:
+        records=per_recipe(result_path("model_info/{scale}/{recipe}.json")),
+        paper=paper_csv("model_size"),
+    output:
+        md=result_path("tables/model_size.md"),
+        csv=report(result_path("tables/model_size.csv"), caption="../report/model_size.rst", category="Tables"),
+        tex=result_path("tables/model_size.tex"),
+    log:
+        log_path("tables/model_size.log"),
+    message:
+        "table model_size ({input.records})"
+    shell:
+        "lt2 report table model_size --inputs {input.records} --paper {input.paper}"
+        " --md {output.md} --csv {output.csv} --tex {output.tex} > {log} 2>&1"
+
+
+rule table_lm:
+    input:
+        records=per_recipe(result_path("eval/ppl/{scale}/{recipe}.json")),
+        paper=paper_csv("lm"),
+    output:
+        md=result_path("tables/lm.md"),
+        csv=report(result_path("tables/lm.csv"), caption="../report/lm.rst", category="Tables"),
+        tex=result_path("tables/lm.tex"),
+    log:
+        log_path("tables/lm.log"),
+    message:
+        "table lm ({input.records})"
+    shell:
+        "lt2 report table lm --inputs {input.records} --paper {input.paper}"
+        " --md {output.md} --csv {output.csv} --tex {output.tex} > {log} 2>&1"
+
+
+rule figure_training_curve:
+    input:
+        per_recipe(result_path("train/{scale}/{recipe}/metrics.jsonl")),
+    output:
+        png=report(figure_path("training_curve.png"), caption="../report/training_curve.rst", category="Figures"),
+        pdf=figure_path("training_curve.pdf"),
+    log:
+        log_path("figures/training_curve.log"),
+    message:
+        "figure training_curve"
+    shell:
+        "lt2 report figure training_curve --inputs {input} --png {output.png} --pdf {output.pdf} > {log} 2>&1"

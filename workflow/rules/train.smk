@@ -1,0 +1,28 @@
+# One training run per recipe. Checkpoints go to runs/<name>/<scale>/<recipe>/, outside the declared
+# outputs: Snakemake deletes the outputs of a failed or interrupted job, but a retried or re-run job must
+# find its checkpoints to resume from.
+
+
+rule train:
+    input:
+        recipe=recipe_file,
+        chunks=corpus_chunks,
+        val=corpus_val,
+        tokenizer=TOKENIZER_DIR,
+    output:
+        model=result_path("train/{scale}/{recipe}/model.safetensors"),
+        config=result_path("train/{scale}/{recipe}/config.json"),
+        metrics=result_path("train/{scale}/{recipe}/metrics.jsonl"),
+        recipe=result_path("train/{scale}/{recipe}/recipe.yaml"),
+    log:
+        log_path("train/{scale}/{recipe}.log"),
+    params:
+        out=subpath(output.model, parent=True),
+        dump=run_path("{scale}/{recipe}"),
+        overrides=train_overrides,
+        config=train_config,
+    message:
+        "train {wildcards.scale}/{wildcards.recipe}"
+    shell:
+        "lt2 record --input {input} --output {output} --config {params.config:q}"
+        " -- train {input.recipe} {params.overrides} --dump-dir {params.dump} --out {params.out} > {log} 2>&1"
