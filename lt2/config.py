@@ -80,6 +80,7 @@ class ModelArgs:
     tie_embeddings: bool = True
     use_residual: bool = False  # h_{t+1} = Stack(h_t) + r_t * h_t, r zero-initialised, shape [loop_count, dim]
     gated_attn: bool = False  # softmax-attention output * sigmoid(W_g x), W_g zero-initialised
+    vote_k: int = 5  # random layouts: inference averages the logits of this many fixed placements
     init_seed: int = 42
     init_std: float | None = None  # None: fan_in ** -0.5 for every projection (Lingua's init)
     linear: LinearArgs = field(default_factory=LinearArgs)

@@ -49,8 +49,10 @@ class Decoder:
         self.steps = 0
 
     @torch.no_grad()
-    def prefill(self, tokens: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
-        logits, _ = self.model.prefill(tokens, self.state, pad_mask=pad_mask)
+    def prefill(
+        self, tokens: torch.Tensor, pad_mask: torch.Tensor | None = None, last_only: bool = False
+    ) -> torch.Tensor:
+        logits, _ = self.model.prefill(tokens, self.state, pad_mask=pad_mask, last_only=last_only)
         return logits
 
     def _step_and_sample(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,6 +82,7 @@ class Decoder:
                 self._logits, self._next = self._step_and_sample()
             self._graph.replay()
             out = (self._logits, self._next)
-        self.state.length += 1
+        for member in self.state.members:
+            member.length += 1
         self.steps += 1
         return out

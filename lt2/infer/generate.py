@@ -41,7 +41,7 @@ def generate_ids(
     device = model.embed.weight.device
     tokens, pad_mask = left_pad(prompts, pad_id, device)
     decoder = Decoder(model, len(prompts), tokens.shape[1] + sampling.max_new_tokens, sampling, cuda_graph)
-    logits = decoder.prefill(tokens, pad_mask)
+    logits = decoder.prefill(tokens, pad_mask, last_only=True)
     token = sample(logits[:, -1], sampling, decoder.generator)
     new = torch.empty(len(prompts), sampling.max_new_tokens, dtype=torch.long, device=device)
     outputs: list[list[int]] = [[] for _ in prompts]

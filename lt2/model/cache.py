@@ -17,6 +17,8 @@ class DecodeState:
     """Everything `LoopedLM.step` needs to continue a batch of sequences.
 
     caches[loop][layer]: that mixer's cache (see its `init_cache`).
+    specs[loop][layer]: the mixers these caches were allocated for (one placement of a random layout).
+    votes: further members of a K-sample vote (random layouts), each with its own placement and caches.
     key_mask [B, max_len] bool: slots holding real tokens (left padding stays False).
     positions [B] long: rotary position of each row's next token.
     index [1] long: next cache slot (device copy of `length`, for graph-captured decode).
@@ -28,8 +30,13 @@ class DecodeState:
     positions: torch.Tensor
     index: torch.Tensor
     max_len: int
+    specs: Any = None
     length: int = 0
-    extra: dict = field(default_factory=dict)
+    votes: list[DecodeState] = field(default_factory=list)
+
+    @property
+    def members(self) -> list[DecodeState]:
+        return [self, *self.votes]
 
     @property
     def batch_size(self) -> int:

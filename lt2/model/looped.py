@@ -61,13 +61,38 @@ class LoopedLM(nn.Module):
         self.residual_gate = nn.Parameter(torch.zeros(args.loop_count, args.dim)) if args.use_residual else None
         self.norm = RMSNorm(args.dim, args.norm_eps)
         self.head = None if args.tie_embeddings else nn.Linear(args.dim, args.vocab_size, bias=False)
+        if self.layout.is_random:  # training forwards seen so far: seeds the next placement, saved for resume
+            self.register_buffer("layout_step", torch.zeros((), dtype=torch.long))
 
     def init_weights(self) -> None:
         init_weights(self, self.args.init_seed, self.args.init_std)
 
     # ---------------------------------------------------------------- forward
-    def hidden_states(self, tokens: torch.Tensor, seq: SeqInfo, state: DecodeState | None = None) -> torch.Tensor:
-        """tokens [B, T] -> final normed hidden states [B, T, C]; the loop over loops and layers lives here."""
+    def vote_draws(self) -> list:
+        """The fixed placements whose logits a random layout averages at inference (draw 0 comes first)."""
+        if not self.layout.is_random:
+            return [self.layout.specs]
+        return [self.layout.draw(0)] + [self.layout.draw(2**31 + k) for k in range(1, self.args.vote_k)]
+
+    def _forward_specs(self):
+        if self.layout.is_random and self.training:
+            step = int(self.layout_step)
+            self.layout_step += 1
+            return self.layout.draw(self.args.init_seed + step)
+        return self.layout.specs
+
+    def hidden_states(
+        self, tokens: torch.Tensor, seq: SeqInfo, state: DecodeState | None = None, specs=None
+    ) -> torch.Tensor:
+        """tokens [B, T] -> final normed hidden states [B, T, C]; the loop over loops and layers lives here.
+
+        The mixers come from the decode state, else `specs`, else the layout (a fresh random placement per
+        training forward for random layouts).
+        """
+        if state is not None:
+            specs = state.specs
+        elif specs is None:
+            specs = self._forward_specs()
         B, T = tokens.shape
         h = self.embed(tokens)
         if seq.cu_seqlens is not None:  # packed documents: the varlen layout [1, B*T, C] that kernels expect
@@ -76,7 +101,7 @@ class LoopedLM(nn.Module):
             h_loop_in = h
             for layer, block in enumerate(self.layers):
                 cache = state.caches[loop][layer] if state is not None else None
-                h = block(h, seq, cache, self.layout.specs[loop][layer])
+                h = block(h, seq, cache, specs[loop][layer])
             if self.residual_gate is not None:
                 h = h + self.residual_gate[loop] * h_loop_in
         return self.norm(h).view(B, T, -1)
@@ -91,8 +116,13 @@ class LoopedLM(nn.Module):
 
         doc_start [B, T] bool marks the first token of each packed document; when given, no attention,
         recurrent state or convolution crosses a document boundary and positions restart per document.
+        A random layout in eval mode averages the logits of its `vote_k` placements.
         """
-        return self.output(self.hidden_states(tokens, self.seq_info(tokens, doc_start)))
+        seq = self.seq_info(tokens, doc_start)
+        if self.layout.is_random and not self.training:
+            draws = self.vote_draws()
+            return sum(self.output(self.hidden_states(tokens, seq, specs=d)) for d in draws) / len(draws)
+        return self.output(self.hidden_states(tokens, seq))
 
     def seq_info(self, tokens: torch.Tensor, doc_start: torch.Tensor | None = None) -> SeqInfo:
         B, T = tokens.shape
@@ -111,20 +141,27 @@ class LoopedLM(nn.Module):
         """Static caches for `batch` sequences of up to `max_len` slots (prompt, padding and new tokens)."""
         device = device or self.embed.weight.device
         dtype = dtype or self.embed.weight.dtype
-        caches = [
-            [
-                block.mixer.init_cache(batch, max_len, device, dtype, self.layout.specs[loop][i])
-                for i, block in enumerate(self.layers)
+        members = []
+        for specs in self.vote_draws():
+            caches = [
+                [
+                    block.mixer.init_cache(batch, max_len, device, dtype, specs[loop][i])
+                    for i, block in enumerate(self.layers)
+                ]
+                for loop in range(self.args.loop_count)
             ]
-            for loop in range(self.args.loop_count)
-        ]
-        return DecodeState(
-            caches=caches,
-            key_mask=torch.zeros(batch, max_len, dtype=torch.bool, device=device),
-            positions=torch.zeros(batch, dtype=torch.long, device=device),
-            index=torch.zeros(1, dtype=torch.long, device=device),
-            max_len=max_len,
-        )
+            members.append(
+                DecodeState(
+                    caches=caches,
+                    key_mask=torch.zeros(batch, max_len, dtype=torch.bool, device=device),
+                    positions=torch.zeros(batch, dtype=torch.long, device=device),
+                    index=torch.zeros(1, dtype=torch.long, device=device),
+                    max_len=max_len,
+                    specs=specs,
+                )
+            )
+        members[0].votes = members[1:]
+        return members[0]
 
     @torch.no_grad()
     def prefill(
@@ -133,11 +170,13 @@ class LoopedLM(nn.Module):
         state: DecodeState | None = None,
         pad_mask: torch.Tensor | None = None,
         max_len: int | None = None,
+        last_only: bool = False,
     ) -> tuple[torch.Tensor, DecodeState]:
         """Run a (left-padded) prompt chunk tokens [B, T]; returns logits [B, T, V] and the updated state.
 
         A new state is allocated when none is given (max_len defaults to args.max_seqlen). Calling prefill
         again on a state appends the chunk; pad_mask [B, T] (True = real) is only allowed on the first chunk.
+        last_only returns logits [B, 1, V] of the last position only (long prompts: [B, T, V] is huge).
         """
         B, T = tokens.shape
         if state is None:
@@ -153,33 +192,39 @@ class LoopedLM(nn.Module):
             if (pad_mask[:, 1:].int() < pad_mask[:, :-1].int()).any():
                 raise ValueError("pad_mask must be left padding (no pad after a real token); use left_align()")
         real = pad_mask if pad_mask is not None else torch.ones_like(tokens, dtype=torch.bool)
-        slots = torch.arange(state.length, state.length + T, device=tokens.device)
-        positions = state.positions[:, None] + (real.long().cumsum(1) - 1).clamp(min=0)
-        state.key_mask[:, slots] = real
-        seq = SeqInfo(positions=positions, pad_mask=pad_mask, slots=slots, key_mask=state.key_mask, start=state.length)
-        logits = self.output(self.hidden_states(tokens, seq, state))
-        state.positions += real.sum(1)
-        state.index += T
-        state.length += T
-        return logits, state
+        logits = 0.0
+        for member in state.members:  # one member unless a random layout votes
+            slots = torch.arange(member.length, member.length + T, device=tokens.device)
+            positions = member.positions[:, None] + (real.long().cumsum(1) - 1).clamp(min=0)
+            member.key_mask[:, slots] = real
+            seq = SeqInfo(positions, pad_mask, slots=slots, key_mask=member.key_mask, start=member.length)
+            h = self.hidden_states(tokens, seq, member)
+            logits = logits + self.output(h[:, -1:] if last_only else h)
+            member.positions += real.sum(1)
+            member.index += T
+            member.length += T
+        return logits / len(state.members), state
 
     @torch.no_grad()
     def step(self, token: torch.Tensor, state: DecodeState) -> tuple[torch.Tensor, DecodeState]:
         """One decode step: token [B] (or [B, 1]) -> logits [B, V]. Uses tensors only (graph-capturable)."""
         state.check_room(1)
         logits = self.decode_step(token.reshape(-1), state)
-        state.length += 1
+        for member in state.members:
+            member.length += 1
         return logits, state
 
     def decode_step(self, token: torch.Tensor, state: DecodeState) -> torch.Tensor:
         """The device-side part of `step`, token [B] -> logits [B, V]: no host syncs, fixed shapes; what CUDA
         graphs capture."""
-        state.key_mask.index_fill_(1, state.index, True)
-        seq = SeqInfo(positions=state.positions[:, None], slots=state.index, key_mask=state.key_mask)
-        logits = self.output(self.hidden_states(token[:, None], seq, state))[:, -1]
-        state.positions += 1
-        state.index += 1
-        return logits
+        logits = 0.0
+        for member in state.members:
+            member.key_mask.index_fill_(1, member.index, True)
+            seq = SeqInfo(positions=member.positions[:, None], slots=member.index, key_mask=member.key_mask)
+            logits = logits + self.output(self.hidden_states(token[:, None], seq, member))[:, -1]
+            member.positions += 1
+            member.index += 1
+        return logits / len(state.members)
 
     # ------------------------------------------------------------ persistence
     def save_pretrained(self, directory: str | Path) -> None:

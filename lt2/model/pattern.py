@@ -3,19 +3,25 @@
 Grammar (case-insensitive, spaces ignored)::
 
     pattern  := layers ("->" layers)*        one `layers` for all loops, or exactly one per loop
+              | "random:" w ":" f            random full/window placement (see below)
     layers   := mixer                         the same mixer in every layer
               | mixer ("," mixer)+            an explicit unit, tiled over depth
               | "interleave:" a ":" b ":" m1 ":" m2
                                               a layers of m1 then b layers of m2, tiled over depth
               | "bookend:" m_outer ":" m_inner [":" n]
                                               the first and last n (default 1) layers m_outer
-              | "random:" n ":" m_rare ":" m_base [":" seed]
-                                              n layers of m_rare at seeded random depths
+              | "front:" n ":" m_rare ":" m_base    the first n layers m_rare (front-loaded)
+              | "back:" n ":" m_rare ":" m_base     the last n layers m_rare (back-loaded)
     mixer    := name ["=" window]             e.g. full, gdn, swa=128, window=512
 
 Examples: ``full``; ``interleave:4:1:gdn:full`` (the Full+GDN flagship: 4 GDN then 1 full, tiled);
 ``SWA=128->SWA=256->SWA=512->full`` (a loop-level schedule: loop 0 uses a 128-token window, the last
 loop full attention, all with the same weights).
+
+``random:w:f`` is the paper's random placement: of the n_layers * loop_count attention slots,
+int(slots * f / (w + f)) run full attention and the rest a sliding window (ModelArgs.window); which ones
+is drawn afresh for every training forward pass (seeded by a step counter, so runs are reproducible).
+At inference the model averages the logits of `vote_k` fixed draws (the K-sample vote).
 
 Weights are shared across loops, so a layer must use one weight family in every loop: `full` and
 `window` share the attention projections; every other mixer is its own family.
@@ -40,7 +46,9 @@ MIXER_FAMILIES: dict[str, str] = {
     "dsa": "dsa",
 }
 ALIASES = {"swa": "window", "sliding_window": "window", "attn": "full", "softmax": "full", "gated_deltanet": "gdn"}
-LAYOUT_KINDS = ("interleave", "interleaved", "bookend", "random")
+LAYOUT_KINDS = ("interleave", "interleaved", "bookend", "front", "back", "random")
+
+Specs = tuple[tuple["MixerSpec", ...], ...]
 
 
 @dataclass(frozen=True)
@@ -60,9 +68,14 @@ class MixerSpec:
 
 @dataclass(frozen=True)
 class Layout:
-    """specs[loop][layer]: the mixer each physical layer runs in each loop."""
+    """specs[loop][layer]: the mixer each physical layer runs in each loop.
 
-    specs: tuple[tuple[MixerSpec, ...], ...]
+    For a random layout (`n_random_full` set), `specs` is draw 0 and `draw(seed)` gives any other.
+    """
+
+    specs: Specs
+    n_random_full: int | None = None  # full-attention slots of a random layout
+    random_window: int | None = None  # window of its other slots
 
     @property
     def loop_count(self) -> int:
@@ -72,11 +85,29 @@ class Layout:
     def n_layers(self) -> int:
         return len(self.specs[0])
 
+    @property
+    def is_random(self) -> bool:
+        return self.n_random_full is not None
+
     def family(self, layer: int) -> str:
         return self.specs[0][layer].family
 
+    def draw(self, seed: int) -> Specs:
+        """A placement of the random layout (the fixed specs otherwise), deterministic in `seed`."""
+        if not self.is_random:
+            return self.specs
+        slots = self.loop_count * self.n_layers
+        kinds = [MixerSpec("full")] * self.n_random_full + [MixerSpec("window", self.random_window)] * (
+            slots - self.n_random_full
+        )
+        random.Random(seed).shuffle(kinds)
+        return tuple(tuple(kinds[loop * self.n_layers : (loop + 1) * self.n_layers]) for loop in range(self.loop_count))
+
     def table(self) -> list[list[str]]:
         """Rows per loop of mixer names, for printing and golden tests."""
+        if self.is_random:
+            full = self.n_random_full
+            return [[f"random({full} full of {self.loop_count * self.n_layers}, window={self.random_window})"]]
         return [[str(s) for s in row] for row in self.specs]
 
 
@@ -130,17 +161,32 @@ def _parse_layers(text: str, n_layers: int, default_window: int | None) -> tuple
         if 2 * n > n_layers:
             raise ValueError(f"{text!r}: 2 * n = {2 * n} outer layers exceed n_layers = {n_layers}")
         return tuple(outer if i < n or i >= n_layers - n else inner for i in range(n_layers))
-    if kind == "random":
-        if len(fields) not in (3, 4):
-            raise ValueError(f"{text!r}: expected 'random:n:rare:base[:seed]'")
+    if kind in ("front", "back"):
+        if len(fields) != 3:
+            raise ValueError(f"{text!r}: expected '{kind}:n:rare:base'")
         n = _int_field(fields[0], "n", text)
         if n > n_layers:
             raise ValueError(f"{text!r}: n = {n} exceeds n_layers = {n_layers}")
         rare, base = parse_mixer(fields[1], default_window), parse_mixer(fields[2], default_window)
-        seed = _int_field(fields[3], "seed", text) if len(fields) == 4 else 0
-        chosen = set(random.Random(seed).sample(range(n_layers), n))
+        chosen = range(n) if kind == "front" else range(n_layers - n, n_layers)
         return tuple(rare if i in chosen else base for i in range(n_layers))
+    if kind == "random":
+        raise ValueError(f"{text!r}: 'random:w:f' is a whole pattern and cannot be one loop of a '->' schedule")
     raise ValueError(f"unknown layout {kind!r} in pattern {text!r}; valid layouts: {', '.join(LAYOUT_KINDS)}")
+
+
+def _parse_random(text: str, n_layers: int, loop_count: int, default_window: int | None) -> Layout:
+    fields = text.split(":")[1:]
+    if len(fields) != 2:
+        raise ValueError(f"{text!r}: expected 'random:w:f' (w window slots : f full slots)")
+    w, f = _int_field(fields[0], "w", text), _int_field(fields[1], "f", text)
+    if w + f == 0:
+        raise ValueError(f"{text!r}: w + f must be positive")
+    if default_window is None:
+        raise ValueError(f"{text!r}: random placement needs a window size (ModelArgs.window)")
+    n_full = int(n_layers * loop_count * f / (w + f))
+    layout = Layout(((MixerSpec("full"),) * n_layers,) * loop_count, n_full, default_window)
+    return Layout(layout.draw(0), n_full, default_window)
 
 
 def parse_pattern(pattern: str, n_layers: int, loop_count: int, default_window: int | None = None) -> Layout:
@@ -150,6 +196,8 @@ def parse_pattern(pattern: str, n_layers: int, loop_count: int, default_window: 
     text = "".join(pattern.split()).lower()
     if not text:
         raise ValueError("empty mixer pattern")
+    if text.startswith("random:") and "->" not in text:
+        return _parse_random(text, n_layers, loop_count, default_window)
     segments = text.split("->")
     if len(segments) not in (1, loop_count):
         raise ValueError(

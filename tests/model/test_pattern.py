@@ -49,11 +49,22 @@ def test_explicit_unit_is_tiled():
     assert table("gdn,gdn,dsa", 7, 1) == [["gdn", "gdn", "dsa", "gdn", "gdn", "dsa", "gdn"]]
 
 
-def test_random_placement_is_seeded():
-    a = table("random:3:full:gdn:7", 12, 2)
-    assert a == table("random:3:full:gdn:7", 12, 2)
-    assert a[0].count("full") == 3 and a[0] == a[1]
-    assert a != table("random:3:full:gdn:8", 12, 2)
+def test_front_and_back_loaded():
+    assert table("front:2:full:gdn", 5, 1) == [["full", "full", "gdn", "gdn", "gdn"]]
+    assert table("back:2:full:gdn", 5, 1) == [["gdn", "gdn", "gdn", "full", "full"]]
+
+
+def test_random_placement_draws_full_slots_over_layers_and_loops():
+    layout = parse_pattern("random:4:1", 5, 4, default_window=64)
+    assert layout.is_random and layout.n_random_full == 4  # int(5 * 4 * 1 / 5)
+    draws = [layout.draw(seed) for seed in range(20)]
+    for specs in draws:
+        flat = [s for row in specs for s in row]
+        assert sum(s.name == "full" for s in flat) == 4
+        assert {str(s) for s in flat} <= {"full", "window=64"}
+    assert draws[3] == layout.draw(3)  # deterministic in the seed
+    assert len({d for d in draws}) > 10  # and really random across seeds
+    assert any(d[0] != d[1] for d in draws)  # a layer may be full in one loop and windowed in another
 
 
 def test_window_default_size():
@@ -72,6 +83,9 @@ def test_window_default_size():
         ("swa=-3", "must be a positive integer"),
         ("gdn=3", "takes no argument"),
         ("zigzag:1:gdn", "unknown layout 'zigzag'"),
+        ("random:4", "expected 'random:w:f'"),
+        ("random:1:1->full->full->full", "cannot be one loop"),
+        ("front:9:full:gdn", "exceeds n_layers"),
         ("bookend:full:gdn:3", "exceed n_layers"),
         ("", "empty mixer pattern"),
     ],
