@@ -7,9 +7,10 @@ OmegaConf in struct mode so that an unknown key or a value of the wrong type fai
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -63,6 +64,8 @@ class DSAArgs:
 @dataclass
 class ModelArgs:
     """A looped LM: `n_layers` physical blocks applied `loop_count` times."""
+
+    DERIVED: ClassVar[tuple[str, ...]] = ("n_kv_heads", "head_dim", "linear.n_heads")  # set in __post_init__
 
     vocab_size: int = 128256
     dim: int = 2048
@@ -121,6 +124,21 @@ class ModelArgs:
 T = TypeVar("T")
 
 
+def _clear_derived(node, cls: type, prefix: str = "") -> None:
+    """Reset fields that __post_init__ derives (listed in a class's DERIVED) to None in a structured config.
+
+    Nested defaults are built by default_factory, which runs __post_init__ with the *default* sizes; left
+    in place, e.g. the 2048-dim head_dim would survive a recipe that sets dim 1024.
+    """
+    for key in getattr(cls, "DERIVED", ()):
+        OmegaConf.update(node, prefix + key, None, merge=False)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        if dataclasses.is_dataclass(kind):
+            _clear_derived(node, kind, f"{prefix}{f.name}.")
+
+
 def resolve(cls: type[T], *sources: dict | str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> T:
     """Build `cls` from its defaults, then each YAML file or dict in `sources`, then dot-list overrides.
 
@@ -128,6 +146,7 @@ def resolve(cls: type[T], *sources: dict | str | Path | None, overrides: list[st
     2
     """
     base = OmegaConf.structured(cls)
+    _clear_derived(base, cls)
     OmegaConf.set_struct(base, True)
     layers = []
     for src in sources:
@@ -166,9 +185,23 @@ class Recipe:
     train: TrainArgs = field(default_factory=TrainArgs)
 
 
+def recipe_layers(path: str | Path) -> list[dict]:
+    """The YAML layers of a recipe, base first: a file may name `base: <file>` (relative to itself), so
+    that the rows of one scale share their dimensions and training settings instead of copying them."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"recipe {str(path)!r} does not exist")
+    data = OmegaConf.to_container(OmegaConf.load(path)) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"recipe {str(path)!r} must hold a mapping, got {type(data).__name__}")
+    base = data.pop("base", None)
+    return ([*recipe_layers(path.parent / base)] if base else []) + [data]
+
+
 def load_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Resolve a recipe: defaults -> YAML at `path` -> dot-list overrides (e.g. `train.steps=10`)."""
-    recipe = resolve(Recipe, path, overrides=overrides)
+    """Resolve a recipe: defaults -> base YAMLs -> YAML at `path` -> dot-list overrides (`train.steps=10`)."""
+    layers = recipe_layers(path) if path is not None else []
+    recipe = resolve(Recipe, *layers, overrides=overrides)
     if not recipe.name and path is not None:
         recipe.name = Path(path).stem
     return recipe
