@@ -182,3 +182,23 @@ def format_point(p: ThroughputPoint) -> str:
 
 def points_as_rows(points: list[ThroughputPoint]) -> list[dict]:
     return [asdict(p) for p in points]
+
+
+def write_throughput(points: list[ThroughputPoint], facts: dict, out_csv: str, recipes: list[Recipe], inputs) -> None:
+    """The CSV (one row per point) and a JSON record beside it, each with its provenance sidecar."""
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+
+    from lt2.config import to_dict
+    from lt2.report import provenance
+
+    out = Path(out_csv)
+    record_path = out.with_suffix(".json")
+    config = {"recipes": {r.name: to_dict(r.model) for r in recipes}, **facts}
+    with provenance.record([out, record_path], inputs=inputs, config=config):
+        provenance.atomic_write_text(out, pd.DataFrame(points_as_rows(points)).to_csv(index=False))
+        provenance.atomic_write_text(
+            record_path, json.dumps({"facts": facts, "points": points_as_rows(points)}, indent=2) + "\n"
+        )
