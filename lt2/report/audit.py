@@ -44,6 +44,11 @@ class AuditReport:
     nodes: list[Node] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
 
+    def add(self, problem: Problem) -> None:
+        """Record a problem once per file: a changed input shows up in every record that used it."""
+        if all(p.path != problem.path for p in self.problems):
+            self.problems.append(problem)
+
     @property
     def ok(self) -> bool:
         return not self.problems
@@ -68,13 +73,11 @@ class AuditReport:
 
 def _check_hash(path: Path, recorded: str, report: AuditReport, role: str) -> bool:
     if not path.exists():
-        report.problems.append(Problem(path.as_posix(), "missing", f"recorded as {role}"))
+        report.add(Problem(path.as_posix(), "missing", f"recorded as {role}"))
         return False
     now = provenance.sha256_path(path)
     if now != recorded:
-        report.problems.append(
-            Problem(path.as_posix(), "tampered", f"{role}: recorded sha256 {recorded[:12]}…, now {now[:12]}…")
-        )
+        report.add(Problem(path.as_posix(), "tampered", f"{role}: recorded sha256 {recorded[:12]}…, now {now[:12]}…"))
         return False
     return True
 
@@ -85,11 +88,11 @@ def _visit(path: Path, depth: int, report: AuditReport, seen: set[str]) -> None:
         return
     seen.add(key)
     if not path.exists():
-        report.problems.append(Problem(key, "missing", "the file is gone"))
+        report.add(Problem(key, "missing", "the file is gone"))
         report.nodes.append(Node(key, depth, None, None, ok=False))
         return
     if not provenance.sidecar(path).is_file():
-        report.problems.append(Problem(key, "no provenance", f"{provenance.sidecar(path).name} is missing"))
+        report.add(Problem(key, "no provenance", f"{provenance.sidecar(path).name} is missing"))
         report.nodes.append(Node(key, depth, None, None, ok=False))
         return
     rec = provenance.read_provenance(path)

@@ -45,9 +45,13 @@ def training_curve(inputs: list[Path]) -> Figure:
         if missing:
             raise ValueError(f"{path}: training records need 'tokens' (first without it: {missing[0]})")
         (line,) = ax.plot([r["tokens"] for r in train], [r["loss"] for r in train], label=f"{recipe} ({scale})")
-        val = [r for r in records if "val_loss" in r and "tokens" in r]
+        # validation records carry the step only: place them at the tokens seen by that step
+        tokens_at = {r["step"]: r["tokens"] for r in train if "step" in r}
+        val = [(r.get("tokens", tokens_at.get(r.get("step"))), r["val_loss"]) for r in records if "val_loss" in r]
+        val = [(t, v) for t, v in val if t is not None]
         if val:
-            ax.plot([r["tokens"] for r in val], [r["val_loss"] for r in val], "--", color=line.get_color())
+            ax.plot(*zip(*val), "--", color=line.get_color())
+    ax.plot([], [], "--", color="gray", label="validation")  # legend entry for the dashed lines
     ax.set_xlabel("tokens")
     ax.set_ylabel("loss (nats/token)")
     ax.set_title("Training curves")

@@ -46,6 +46,7 @@ SCHEMA_VERSION = 1
 PACKAGES = ("torch", "triton", "fla-core", "flash-linear-attention", "lm_eval", "snakemake", "lt2")
 # Generated folders: changes there are results, not code, so they do not make the source tree dirty.
 GENERATED = ("results", "figures", "data", "runs", "logs", ".snakemake")
+SNAKEMAKE_MARKER = ".snakemake_timestamp"  # Snakemake touches it inside directory outputs when their job ends
 
 PathLike = str | os.PathLike
 
@@ -88,7 +89,8 @@ def sha256_file(path: PathLike) -> str:
 def sha256_path(path: PathLike) -> str:
     """sha256 of a file, or of a directory as the sorted list of (relative path, file sha256).
 
-    Sidecars inside a directory are left out: writing a record must not change the hash it records.
+    Sidecars inside a directory are left out (writing a record must not change the hash it records), and so
+    is the empty marker Snakemake drops into a directory output after its job.
     """
     path = Path(path)
     if path.is_file():
@@ -96,9 +98,13 @@ def sha256_path(path: PathLike) -> str:
     if not path.is_dir():
         raise FileNotFoundError(f"{path} does not exist")
     h = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.endswith(SUFFIX)):
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and not _ignored(p)):
         h.update(f"{file.relative_to(path).as_posix()}\0{sha256_file(file)}\n".encode())
     return h.hexdigest()
+
+
+def _ignored(path: Path) -> bool:
+    return path.name.endswith(SUFFIX) or path.name == SNAKEMAKE_MARKER
 
 
 def config_sha256(config: Any) -> str:

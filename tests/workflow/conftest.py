@@ -7,6 +7,7 @@ tests never write into the repository's data/, results/ or .snakemake/ and can r
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -56,6 +57,17 @@ def lt2(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 def command_available(*words: str) -> bool:
     """Whether `lt2 WORDS --help` works: commands owned by other parts of the package may not exist yet."""
     return lt2(REPO, *words, "--help").returncode == 0
+
+
+def job_counts(stdout: str) -> dict[str, int]:
+    """The `Job stats` table of a dry run: rule -> number of jobs."""
+    counts = {}
+    block = stdout.split("Job stats:")[1].split("Reasons:")[0] if "Job stats:" in stdout else ""
+    for line in block.splitlines():
+        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if m and m.group(1) != "total":
+            counts[m.group(1)] = int(m.group(2))
+    return counts
 
 
 @pytest.fixture

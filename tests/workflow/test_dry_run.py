@@ -5,25 +5,13 @@ pytest tests/workflow/test_dry_run.py
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 
-from tests.workflow.conftest import REPO, snakemake
+from tests.workflow.conftest import REPO, job_counts, snakemake
 
 PAPER_SCALES = ("600M", "1B")
-
-
-def job_counts(stdout: str) -> dict[str, int]:
-    """The `Job stats` table of a dry run: rule -> number of jobs."""
-    counts = {}
-    block = stdout.split("Job stats:")[1].split("Reasons:")[0] if "Job stats:" in stdout else ""
-    for line in block.splitlines():
-        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
-        if m and m.group(1) != "total":
-            counts[m.group(1)] = int(m.group(2))
-    return counts
 
 
 def paper_recipes(root: Path) -> list[str]:

@@ -1,0 +1,108 @@
+"""Provenance records and `lt2 audit` on a small hand-made chain (raw -> derived -> table), no workflow.
+
+pytest tests/report/test_provenance.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from lt2.report import provenance
+from lt2.report.audit import audit
+from lt2.report.recorded import run_recorded
+
+
+@pytest.fixture
+def chain(tmp_path: Path, monkeypatch) -> Path:
+    """source.txt (no record) -> results/derived.txt -> results/table.md, each derived file recorded."""
+    monkeypatch.chdir(tmp_path)
+    Path("source.txt").write_text("facts\n")
+    Path("results").mkdir()
+    with provenance.record(["results/derived.txt"], inputs=["source.txt"], config={"k": 1}):
+        provenance.atomic_write_text("results/derived.txt", "derived\n")
+    with provenance.record(["results/table.md"], inputs=["results/derived.txt"], config={"table": "t"}) as rec:
+        provenance.atomic_write_text("results/table.md", "| a |\n")
+        rec.extra["rows"] = 1
+    return tmp_path
+
+
+def test_record_holds_the_contract(chain):
+    rec = json.loads(Path("results/table.md.prov.json").read_text())
+    assert rec["output"] == {"path": "results/table.md", "sha256": provenance.sha256_file("results/table.md")}
+    assert rec["inputs"] == [
+        {
+            "path": "results/derived.txt",
+            "sha256": provenance.sha256_file("results/derived.txt"),
+            "kind": "file",
+            "has_provenance": True,
+        }
+    ]
+    assert rec["config"] == {"table": "t"} and rec["config_sha256"] == provenance.config_sha256({"table": "t"})
+    assert rec["extra"] == {"rows": 1}
+    assert set(rec["packages"]) >= {"torch", "triton", "lm_eval", "snakemake"}
+    assert rec["hardware"]["cpu_count"] == os.cpu_count()
+    assert rec["started"] <= rec["ended"]
+    assert {"commit", "dirty", "diff_sha256"} <= set(rec["git"])
+
+
+def test_config_hash_ignores_key_order():
+    assert provenance.config_sha256({"a": 1, "b": [1, 2]}) == provenance.config_sha256({"b": [1, 2], "a": 1})
+    assert provenance.config_sha256({"a": 1}) != provenance.config_sha256({"a": 2})
+
+
+def test_failed_body_writes_no_record_and_drops_a_stale_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("out.txt").write_text("old")
+    provenance.write_provenance("out.txt")
+    with pytest.raises(RuntimeError), provenance.record(["out.txt"]):
+        Path("out.txt").write_text("half")
+        raise RuntimeError("killed")
+    assert not provenance.sidecar("out.txt").exists()
+
+
+def test_directory_hash_ignores_sidecars_and_snakemake_marker(tmp_path):
+    d = tmp_path / "tok"
+    d.mkdir()
+    (d / "a.json").write_text("{}")
+    before = provenance.sha256_path(d)
+    (d / "a.json.prov.json").write_text("{}")
+    (d / ".snakemake_timestamp").write_text("")
+    assert provenance.sha256_path(d) == before
+    (d / "b.json").write_text("{}")
+    assert provenance.sha256_path(d) != before
+
+
+def test_audit_passes_then_names_the_changed_file(chain):
+    report = audit("results/table.md")
+    assert report.ok, report.format()
+    assert [n.path for n in report.nodes] == ["results/table.md", "results/derived.txt", "source.txt"]
+    Path("source.txt").write_text("other facts\n")
+    report = audit("results/table.md")
+    assert not report.ok
+    assert report.first_problem.path == "source.txt" and report.first_problem.what == "tampered"
+
+
+def test_audit_catches_an_edited_output_and_a_lost_record(chain):
+    Path("results/table.md").write_text("| b |\n")
+    assert audit("results/table.md").first_problem.path == "results/table.md"
+    Path("results/table.md").write_text("| a |\n")
+    provenance.sidecar("results/derived.txt").unlink()
+    problem = audit("results/table.md").first_problem
+    assert (problem.path, problem.what) == ("results/derived.txt", "no provenance")
+
+
+def test_run_recorded_captures_stdout_and_records_only_success(tmp_path, monkeypatch):
+    recipe = Path(__file__).parents[1] / "workflow" / "recipes" / "tiny" / "looped_full.yaml"
+    monkeypatch.chdir(tmp_path)
+    status = run_recorded(["model-info", str(recipe), "--json"], [str(recipe)], ["info.json"], {"a": 1}, "info.json")
+    assert status == 0
+    assert json.loads(Path("info.json").read_text())["effective_depth"] == 4
+    rec = json.loads(Path("info.json.prov.json").read_text())
+    assert rec["command"] == f"lt2 model-info {recipe} --json" and rec["config"] == {"a": 1}
+    status = run_recorded(["model-info", "missing.yaml", "--json"], [], ["bad.json"], None, "bad.json")
+    assert status == 2
+    assert not Path("bad.json").exists() and not Path("bad.json.prov.json").exists()

@@ -1,0 +1,79 @@
+"""Tables: per-recipe records -> DataFrame next to the paper's numbers -> md, csv, tex.
+
+pytest tests/report/test_tables.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from lt2.report.tables import TABLES, build_table, load_paper, recipe_id, to_latex, to_markdown, write_table
+
+
+def ppl_record(path: Path, ppl: float) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"data": "x/shakespeare.val.jsonl", "tokens": 100, "ppl": ppl, "bits_per_byte": 2.5}))
+    return path
+
+
+def test_recipe_id_from_the_workflow_layout():
+    assert recipe_id("results/t/eval/ppl/1B/lt2_gdn.json") == ("1B", "lt2_gdn")
+    assert recipe_id("results/t/train/tiny/lt2_gdn/metrics.jsonl") == ("tiny", "lt2_gdn")
+
+
+def test_lm_table_puts_paper_values_beside_with_their_scale(tmp_path):
+    inputs = [ppl_record(tmp_path / "tiny" / "b.json", 30.0), ppl_record(tmp_path / "tiny" / "a.json", 20.0)]
+    paper = tmp_path / "lm.csv"
+    paper.write_text(
+        "table,row,column,value,source\n"
+        "lm,1B/a,wiki_ppl,15.5,Table 2\n"
+        "lm,600M/a,wiki_ppl,18.25,Table 2\n"
+        "other,1B/a,acc,40,Table 3\n"
+    )
+    df = build_table("lm", inputs, paper)
+    assert list(df["recipe"]) == ["a", "b"]
+    assert df.loc[0, "paper wiki_ppl [1B]"] == 15.5 and df.loc[0, "paper wiki_ppl [600M]"] == 18.25
+    assert pd.isna(df.loc[1, "paper wiki_ppl [1B]"])  # no paper row for b: empty, never invented
+    assert "paper acc [1B]" not in df.columns  # another table's rows stay out
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("table,row,value\n", "columns must be"),
+        ("table,row,column,value,source\nlm,1B/a,ppl,abc,Table 2\n", "non-numeric"),
+        ("table,row,column,value,source\nlm,1B/a,ppl,1.0,\n", "source"),
+        ("table,row,column,value,source\nlm,a,ppl,1.0,Table 2\n", "<scale>/<recipe>"),
+    ],
+    ids=["columns", "value", "source", "row-id"],
+)
+def test_paper_csv_is_checked(tmp_path, content, message):
+    path = tmp_path / "lm.csv"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        load_paper(path, "lm")
+
+
+def test_committed_paper_csvs_are_valid():
+    root = Path(__file__).parents[2] / "config" / "paper"
+    for table in TABLES:
+        load_paper(root / f"{table}.csv", table)
+
+
+def test_unknown_table_names_the_choices(tmp_path):
+    with pytest.raises(ValueError, match="known tables: lm, model_size"):
+        build_table("nope", [tmp_path / "x.json"])
+
+
+def test_renderings(tmp_path):
+    df = pd.DataFrame({"recipe": ["a_b"], "val ppl": [12.34567], "n": [3]})
+    md = to_markdown(df)
+    assert md.splitlines()[1] == "|---|---:|---:|" and "| a_b | 12.35 | 3 |" in md
+    tex = to_latex(df, "Caption 100%", "lm")
+    assert r"a\_b & 12.35 & 3 \\" in tex and r"Caption 100\%" in tex and r"\label{tab:lm}" in tex
+    write_table(df, "lm", tmp_path / "t.md", tmp_path / "t.csv", tmp_path / "t.tex")
+    assert pd.read_csv(tmp_path / "t.csv").loc[0, "val ppl"] == 12.34567  # full precision in the CSV

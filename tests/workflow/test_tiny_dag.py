@@ -1,0 +1,122 @@
+"""The tiny DAG end to end (download -> ... -> tables, figures) with the local profile, then its provenance.
+
+Checks that every file under results/ and figures/ has a record matching its bytes, that `lt2 audit`
+passes on the finished tables and fails, naming the file, once one intermediate is changed, and that a
+rerun has nothing to do. Minutes on a laptop CPU:
+
+    pytest -m slow tests/workflow/test_tiny_dag.py
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lt2.report import provenance
+from tests.workflow.conftest import command_available, copy_workflow, lt2, snakemake
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not command_available("train"), reason="`lt2 train` is not available in this checkout"),
+]
+
+RECIPES = ("looped_full", "looped_swa")
+FINAL = [
+    "results/test/tables/lm.md",
+    "results/test/tables/model_size.md",
+    "figures/test/training_curve.png",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    wf = copy_workflow(tmp_path_factory.mktemp("tiny") / "wf")
+    snakemake(wf, "--profile", "profiles/local", "all", timeout=1500)
+    return wf
+
+
+def test_tiny_dag_produces_every_output(tiny_run):
+    for ext in ("md", "csv", "tex"):
+        for table in ("lm", "model_size"):
+            assert (tiny_run / f"results/test/tables/{table}.{ext}").is_file()
+    for ext in ("png", "pdf"):
+        assert (tiny_run / f"figures/test/training_curve.{ext}").stat().st_size > 1000
+    lm = (tiny_run / "results/test/tables/lm.csv").read_text().splitlines()
+    assert lm[0].split(",")[:2] == ["recipe", "scale"]
+    assert sorted(line.split(",")[0] for line in lm[1:]) == sorted(RECIPES)
+    for recipe in RECIPES:
+        res = json.loads((tiny_run / f"results/test/eval/ppl/tiny/{recipe}.json").read_text())
+        # trained for a few steps on a 512-token BPE: far better than uniform, far from perfect
+        assert 1.0 < res["ppl"] < 512, res
+        assert math.isclose(res["ppl"], math.exp(res["nll"]))
+
+
+def test_every_result_has_matching_provenance(tiny_run):
+    files = [
+        p
+        for root in ("results", "figures")
+        for p in (tiny_run / root).rglob("*")
+        if p.is_file() and not p.name.endswith(provenance.SUFFIX)
+    ]
+    assert len(files) >= 20
+    for path in files:
+        record = json.loads(provenance.sidecar(path).read_text())
+        assert record["output"]["sha256"] == provenance.sha256_path(path), path
+        assert record["command"].startswith("lt2 "), record["command"]
+        assert record["config_sha256"] == provenance.config_sha256(record["config"])
+        for key in ("git", "packages", "hardware", "host", "started", "ended"):
+            assert key in record
+
+
+@pytest.mark.parametrize("final", FINAL)
+def test_audit_passes_on_finished_outputs(tiny_run, final):
+    res = lt2(tiny_run, "audit", final)
+    assert res.returncode == 0, res.stdout + res.stderr
+    # the walk reaches the downloaded data and the recipes
+    assert "data/test/raw/shakespeare" in res.stdout or final.endswith("model_size.md")
+    assert "tests/workflow/recipes/tiny/looped_full.yaml" in res.stdout
+
+
+def test_rerun_has_nothing_to_do(tiny_run):
+    res = snakemake(tiny_run, "-n", "--profile", "profiles/local", "all")
+    assert "Nothing to be done" in res.stdout + res.stderr, res.stdout[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("intermediate", "final"),
+    [
+        ("data/test/shuffled/shakespeare/shakespeare.val.jsonl", "results/test/tables/lm.md"),
+        ("results/test/train/tiny/looped_swa/model.safetensors", "results/test/tables/lm.md"),
+        ("data/test/tokenizer/tokenizer.json", "results/test/tables/lm.md"),
+        ("results/test/eval/ppl/tiny/looped_full.json", "results/test/tables/lm.md"),
+        ("results/test/train/tiny/looped_full/metrics.jsonl", "figures/test/training_curve.png"),
+        ("results/test/model_info/tiny/looped_swa.json", "results/test/tables/model_size.md"),
+    ],
+    ids=["val-data", "model-weights", "tokenizer", "ppl-record", "metrics", "model-info"],
+)
+def test_audit_names_a_tampered_intermediate(tiny_run, tmp_path, intermediate, final):
+    wf = tmp_path / "wf"
+    shutil.copytree(tiny_run, wf, ignore=shutil.ignore_patterns(".snakemake", "runs"))
+    target = wf / intermediate
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit, the size unchanged
+    target.write_bytes(bytes(data))
+    res = lt2(wf, "audit", final)
+    assert res.returncode == 1, res.stdout
+    # the tokenizer is a directory output: the audit names the directory that holds the changed file
+    named = str(Path(intermediate).parent) if intermediate.endswith("tokenizer.json") else intermediate
+    first = res.stderr.strip().splitlines()[-1]
+    assert "tampered" in first and named in first, res.stderr
+
+
+def test_audit_names_a_missing_intermediate(tiny_run, tmp_path):
+    wf = tmp_path / "wf"
+    shutil.copytree(tiny_run, wf, ignore=shutil.ignore_patterns(".snakemake", "runs"))
+    (wf / "results/test/train/tiny/looped_full/config.json").unlink()
+    res = lt2(wf, "audit", "results/test/tables/lm.md")
+    assert res.returncode == 1
+    assert "missing: results/test/train/tiny/looped_full/config.json" in res.stderr
