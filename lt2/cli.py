@@ -33,6 +33,31 @@ def _add_audit(sub) -> None:
     p.set_defaults(func=cmd_audit)
 
 
+# ------------------------------------------------------------------ bench
+def cmd_bench_train(a: argparse.Namespace) -> int:
+    from lt2.bench.train import run_bench_train
+    from lt2.config import load_recipe
+
+    recipe = load_recipe(a.recipe, a.overrides)
+    result = run_bench_train(recipe, a.steps, a.warmup, a.out)
+    return 0 if result.status == "ok" else 1
+
+
+def _add_bench_train(cmds) -> None:
+    p = cmds.add_parser("train", help="training tokens/s, MFU and peak memory of a recipe on random tokens")
+    _recipe_args(p)
+    p.add_argument("--steps", type=int, default=200, help="timed optimizer steps (after the warm-up)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed steps first (compilation, autotuning)")
+    p.add_argument("--out", default=None, help="JSON record, e.g. results/bench/train_<name>.json (+ .prov.json)")
+    p.set_defaults(func=cmd_bench_train)
+
+
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="benchmarks (each prints a table and writes one JSON record)")
+    cmds = p.add_subparsers(dest="bench_command", required=True, metavar="<bench>")
+    _add_bench_train(cmds)
+
+
 # ------------------------------------------------------------------ data
 def _data_logging() -> None:
     import logging
@@ -144,6 +169,22 @@ def _add_eval(sub) -> None:
     q.set_defaults(func=cmd_eval_ppl)
 
 
+# ------------------------------------------------------------------ export
+def cmd_export(a: argparse.Namespace) -> int:
+    from lt2.train.checkpoint import export_checkpoint
+
+    used = export_checkpoint(a.checkpoint, a.out_dir)
+    print(f"exported {used} -> {a.out_dir}")
+    return 0
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="DCP training checkpoint -> model.safetensors + config.json")
+    p.add_argument("checkpoint", help="a checkpoint folder (step_N), or a run dir: its newest complete checkpoint")
+    p.add_argument("out_dir", help="output folder (LoopedLM.from_pretrained reads it), written atomically")
+    p.set_defaults(func=cmd_export)
+
+
 # ------------------------------------------------------------------ model-info
 def cmd_model_info(a: argparse.Namespace) -> int:
     from lt2.config import load_recipe
@@ -220,16 +261,34 @@ def _add_report(sub) -> None:
     f.set_defaults(func=cmd_report_figure)
 
 
+# ------------------------------------------------------------------ train
+def cmd_train(a: argparse.Namespace) -> int:
+    from lt2.train.entry import run_train
+
+    return run_train(a.recipe, a.overrides, a.dump_dir, a.out)
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a recipe (resumes from the newest complete checkpoint in --dump-dir)")
+    _recipe_args(p)
+    p.add_argument("--dump-dir", required=True, help="run folder: checkpoints/ and metrics.jsonl; resumed from")
+    p.add_argument("--out", default=None, help="written when training completes: model, metrics.jsonl, recipe.yaml")
+    p.set_defaults(func=cmd_train)
+
+
 # -------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lt2", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
     _add_audit(sub)
+    _add_bench(sub)
     _add_data(sub)
     _add_eval(sub)
+    _add_export(sub)
     _add_model_info(sub)
     _add_record(sub)
     _add_report(sub)
+    _add_train(sub)
     return parser
 
 
