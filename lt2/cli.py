@@ -265,7 +265,7 @@ def _add_report(sub) -> None:
 def cmd_train(a: argparse.Namespace) -> int:
     from lt2.train.entry import run_train
 
-    return run_train(a.recipe, a.overrides, a.dump_dir, a.out)
+    return run_train(a.recipe, a.overrides, a.dump_dir, a.out, a.nproc_per_node)
 
 
 def _add_train(sub) -> None:
@@ -273,6 +273,7 @@ def _add_train(sub) -> None:
     _recipe_args(p)
     p.add_argument("--dump-dir", required=True, help="run folder: checkpoints/ and metrics.jsonl; resumed from")
     p.add_argument("--out", default=None, help="written when training completes: model, metrics.jsonl, recipe.yaml")
+    p.add_argument("--nproc-per-node", default="1", help="ranks on this node: N or 'auto' (one per GPU)")
     p.set_defaults(func=cmd_train)
 
 

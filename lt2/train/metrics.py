@@ -41,16 +41,22 @@ PEAK_FLOPS: dict[str, dict[str, float]] = {
 }
 
 
+def _rank() -> str:
+    """This process's rank from the launcher's environment (torchrun / lt2: RANK, srun: SLURM_PROCID)."""
+    return os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))
+
+
 def log0(msg: str, *args: Any, level: int = logging.INFO) -> None:
-    """Log from rank 0 only (RANK is set by torchrun, or by init_distributed under SLURM)."""
-    if int(os.environ.get("RANK", "0")) == 0:
+    """Log from rank 0 only."""
+    if _rank() == "0":
         logger.log(level, msg, *args)
 
 
 def setup_logging() -> None:
-    """INFO to stderr with the rank in every line, unless the application configured logging already."""
-    rank = os.environ.get("RANK", "0")
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s [rank{rank}] %(levelname)s %(name)s: %(message)s")
+    """Log to stderr with the rank in every line: INFO from rank 0, warnings and errors from every rank."""
+    rank = _rank()
+    level = logging.INFO if rank == "0" else logging.WARNING
+    logging.basicConfig(level=level, format=f"%(asctime)s [rank{rank}] %(levelname)s %(name)s: %(message)s")
 
 
 def peak_flops(device: torch.device, dtype: str) -> float | None:

@@ -1,6 +1,7 @@
 """Two gloo ranks under torchrun with FSDP2: a SIGKILL of the whole job and a preemption signal that reaches
-one rank only both resume to the uninterrupted 2-rank run; and resuming on a different number of ranks
-(2 -> 1, 1 -> 2) consumes every packed row exactly once.
+one rank only both resume to the uninterrupted 2-rank run; lt2's own launcher (--nproc-per-node) forwards a
+preemption and exits 75 itself; and resuming on a different number of ranks (2 -> 1, 1 -> 2) consumes every
+packed row exactly once.
 
     pytest tests/train/test_distributed.py
 """
@@ -78,6 +79,19 @@ def test_signal_to_one_rank_stops_both_at_the_same_step(golden_two_ranks, recipe
     manifest = json.loads((run_dir / "checkpoints" / f"step_{stopped:08d}" / "manifest.json").read_text())
     assert manifest["world_size"] == 2 and {"__0_0.distcp", "__1_0.distcp"} <= set(manifest["files"])
     checked(run_train(recipe, run_dir, nproc=2))
+    assert curve(read_metrics(run_dir / "metrics.jsonl")) == curve(
+        read_metrics(golden_two_ranks / "run" / "metrics.jsonl")
+    )
+
+
+def test_own_launcher_forwards_preemption_exits_75_and_matches_torchrun(golden_two_ranks, recipe, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = start_train(recipe, run_dir, nproc=2, launcher="lt2")
+    wait_for_step(proc, run_dir, 3)
+    os.kill(proc.pid, signal.SIGTERM)  # as SLURM signals the job step: the launcher passes it to both ranks
+    proc.wait(timeout=120)
+    assert proc.returncode == 75, proc.stdout.read()[-4000:]
+    assert "resumed from" in checked(run_train(recipe, run_dir, nproc=2, launcher="lt2"))
     assert curve(read_metrics(run_dir / "metrics.jsonl")) == curve(
         read_metrics(golden_two_ranks / "run" / "metrics.jsonl")
     )

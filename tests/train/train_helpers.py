@@ -59,14 +59,19 @@ def recipe_text(corpus: Corpus, **sections) -> str:
     return json.dumps(recipe, indent=1)  # JSON is YAML
 
 
-def train_command(recipe: Path, run_dir: Path, *overrides: str, nproc: int = 1, out: Path | None = None) -> list[str]:
+def train_command(
+    recipe: Path, run_dir: Path, *overrides: str, nproc: int = 1, out: Path | None = None, launcher: str = "torchrun"
+) -> list[str]:
+    """`lt2 train` for `nproc` ranks, started by torchrun or by lt2's own launcher (--nproc-per-node)."""
     cli = ["-m", "lt2.cli", "train", str(recipe), *overrides, "--dump-dir", str(run_dir)]
     if out is not None:
         cli += ["--out", str(out)]
     if nproc == 1:
         return [sys.executable, *cli]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc)]
-    return [*launcher, "--master-port", str(_free_port()), *cli]
+    if launcher == "lt2":
+        return [sys.executable, *cli, "--nproc-per-node", str(nproc)]
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+            "--master-port", str(_free_port()), *cli]  # fmt: skip
 
 
 def _free_port() -> int:
@@ -83,15 +88,15 @@ def _env() -> dict[str, str]:
     return env
 
 
-def run_train(recipe: Path, run_dir: Path, *overrides: str, nproc: int = 1, out: Path | None = None, timeout=240):
-    """Run `lt2 train` to the end; returns the CompletedProcess (stdout+stderr in .stdout)."""
-    cmd = train_command(recipe, run_dir, *overrides, nproc=nproc, out=out)
+def run_train(recipe: Path, run_dir: Path, *overrides: str, timeout: float = 240, **kw) -> subprocess.CompletedProcess:
+    """Run `lt2 train` to the end (kw: nproc, out, launcher); stdout and stderr together in .stdout."""
+    cmd = train_command(recipe, run_dir, *overrides, **kw)
     return subprocess.run(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
 
 
-def start_train(recipe: Path, run_dir: Path, *overrides: str, nproc: int = 1) -> subprocess.Popen:
+def start_train(recipe: Path, run_dir: Path, *overrides: str, **kw) -> subprocess.Popen:
     """Start `lt2 train` in the background (stop it with kill_all or a signal)."""
-    cmd = train_command(recipe, run_dir, *overrides, nproc=nproc)
+    cmd = train_command(recipe, run_dir, *overrides, **kw)
     return subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
