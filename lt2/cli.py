@@ -159,7 +159,7 @@ def _add_eval(sub) -> None:
     q.add_argument("--data", required=True, help="held-out documents, one JSON object per line")
     q.add_argument("--tokenizer", required=True, help="tokenizer directory (tokenizer.json)")
     q.add_argument("--out", required=True, help="result JSON (a .prov.json sidecar is written beside it)")
-    q.add_argument("--seq-len", type=int, default=None, help="tokens per window (default: the model's max_seqlen)")
+    q.add_argument("--seq-len", type=int, default=None, help="tokens per window (default: training seq_len)")
     q.add_argument("--stride", type=int, default=None, help="sliding stride (default: seq-len, packed windows)")
     q.add_argument("--batch-size", type=int, default=8)
     q.add_argument("--max-tokens", type=int, default=None, help="score about this many tokens (whole documents)")

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 @dataclass
 class PplArgs:
-    seq_len: int | None = None  # tokens per window (model input length); None: the model's max_seqlen
+    seq_len: int | None = None  # tokens per window; None: the training seq_len (recipe.yaml), else max_seqlen
     stride: int | None = None  # tokens a window advances; None: seq_len (packed, no overlap)
     batch_size: int = 8  # windows per forward pass
     max_tokens: int | None = None  # stop adding documents once the stream holds this many tokens (None: all)
@@ -107,6 +107,17 @@ def plan_windows(n_targets: int, seq_len: int, stride: int) -> list[Window]:
     return windows
 
 
+def training_seq_len(model_dir: str | Path) -> int | None:
+    """The sequence length the model was trained at, from the `recipe.yaml` that `lt2 train` writes beside
+    the weights (None without one): the default window, so perplexity matches the trainer's val loss."""
+    recipe = Path(model_dir) / "recipe.yaml"
+    if not recipe.is_file():
+        return None
+    import yaml
+
+    return ((yaml.safe_load(recipe.read_text()) or {}).get("data") or {}).get("seq_len")
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -156,7 +167,7 @@ def evaluate_perplexity(
 
     model = LoopedLM.from_pretrained(model_dir, device=resolve_device(args.device)).eval()
     if args.seq_len is None:
-        args = dataclasses.replace(args, seq_len=model.args.max_seqlen)
+        args = dataclasses.replace(args, seq_len=training_seq_len(model_dir) or model.args.max_seqlen)
     if args.seq_len > model.args.max_seqlen:
         raise ValueError(f"seq_len {args.seq_len} exceeds the model's max_seqlen {model.args.max_seqlen}")
     from lt2.data.tokenizer import Tokenizer

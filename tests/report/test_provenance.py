@@ -96,11 +96,11 @@ def test_audit_catches_an_edited_output_and_a_lost_record(chain):
 
 
 def test_run_recorded_captures_stdout_and_records_only_success(tmp_path, monkeypatch):
-    recipe = Path(__file__).parents[1] / "workflow" / "recipes" / "tiny" / "looped_full.yaml"
+    recipe = Path(__file__).parents[2] / "config" / "recipes" / "tiny" / "looped_pure_full.yaml"
     monkeypatch.chdir(tmp_path)
     status = run_recorded(["model-info", str(recipe), "--json"], [str(recipe)], ["info.json"], {"a": 1}, "info.json")
     assert status == 0
-    assert json.loads(Path("info.json").read_text())["effective_depth"] == 4
+    assert json.loads(Path("info.json").read_text())["effective_depth"] == 20  # 5 layers x 4 loops
     rec = json.loads(Path("info.json.prov.json").read_text())
     assert rec["command"] == f"lt2 model-info {recipe} --json" and rec["config"] == {"a": 1}
     status = run_recorded(["model-info", "missing.yaml", "--json"], [], ["bad.json"], None, "bad.json")

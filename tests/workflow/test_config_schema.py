@@ -6,8 +6,7 @@ pytest tests/workflow/test_config_schema.py
 from __future__ import annotations
 
 import pytest
-
-from tests.workflow.conftest import snakemake
+from workflow_helpers import snakemake
 
 
 @pytest.mark.parametrize(

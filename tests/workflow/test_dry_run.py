@@ -7,27 +7,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
-from tests.workflow.conftest import REPO, job_counts, snakemake
+from workflow_helpers import REPO, job_counts, snakemake
 
 PAPER_SCALES = ("600M", "1B")
 
 
 def paper_recipes(root: Path) -> list[str]:
-    return [f"{s}/{p.stem}" for s in PAPER_SCALES for p in sorted((root / s).glob("*.yaml"))]
+    return [f"{s}/{p.stem}" for s in PAPER_SCALES for p in sorted((root / s).glob("*.yaml")) if p.stem[0] != "_"]
 
 
-@pytest.mark.parametrize("recipes_dir", ["config/recipes", "tests/workflow/recipes"])
-def test_paper_dry_run_lists_every_job(workflow, recipes_dir):
-    recipes = paper_recipes(REPO / recipes_dir)
-    if not recipes:
-        pytest.skip(f"no paper-scale recipes under {recipes_dir} yet")
-    res = snakemake(
-        workflow, "-n", "all", "--configfile", "config/paper.yaml",
-        "--config", f"recipes={{'dir': '{recipes_dir}', 'scales': ['600M', '1B'], 'only': [], 'overrides': []}}",
-        timeout=120, overlay=False,
-    )  # fmt: skip
+def test_paper_dry_run_lists_every_job(workflow):
+    recipes = paper_recipes(REPO / "config" / "recipes")
+    assert len(recipes) >= 2 * 20, recipes  # every paper row at 600M and at 1B
+    res = snakemake(workflow, "-n", "-p", "all", "--configfile", "config/paper.yaml", timeout=120, overlay=False)
     counts = job_counts(res.stdout)
     n = len(recipes)
     assert counts == {
@@ -45,6 +37,8 @@ def test_paper_dry_run_lists_every_job(workflow, recipes_dir):
     assert "--kind hf --name meta-llama/Meta-Llama-3-8B" in res.stdout
     for rid in recipes:
         assert f"results/paper/train/{rid}/model.safetensors" in res.stdout
+    assert "config/recipes/1B/_base.yaml" in res.stdout  # bases are inputs of their recipes' jobs
+    assert "results/paper/train/1B/_base" not in res.stdout  # ... and never recipes themselves
 
 
 def test_one_table_plans_only_its_ancestors(workflow):

@@ -11,8 +11,7 @@ import tomllib
 
 import pytest
 import yaml
-
-from tests.workflow.conftest import REPO
+from workflow_helpers import REPO
 
 ENVS = sorted((REPO / "workflow" / "envs").glob("*.yaml"))
 

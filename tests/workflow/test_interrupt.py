@@ -13,10 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
+from workflow_helpers import BIN, TEST_CONFIG, command_available, env, job_counts, lt2, snakemake
 
 from lt2.report import provenance
-from tests.workflow.conftest import BIN, TEST_CONFIG, command_available, env, job_counts, lt2, snakemake
 
+RECIPES = ("looped_hybrid_gdn_4to1", "looped_pure_full")  # tests/workflow/config.yaml
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not command_available("train"), reason="`lt2 train` is not available in this checkout"),
@@ -31,25 +32,35 @@ def start(wf: Path, log: Path) -> subprocess.Popen:
     )
 
 
-def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 600) -> None:
+def wait_for(paths: list[Path], proc: subprocess.Popen, timeout: float = 900) -> Path:
+    """The first of `paths` to exist, polling while snakemake runs."""
     end = time.monotonic() + timeout
-    while not path.exists():
+    while not (found := [p for p in paths if p.exists()]):
         if proc.poll() is not None:
-            raise AssertionError(f"snakemake ended ({proc.returncode}) before {path} appeared")
+            raise AssertionError(f"snakemake ended ({proc.returncode}) before any of {paths} appeared")
         if time.monotonic() > end:
-            raise AssertionError(f"{path} did not appear in {timeout} s")
+            raise AssertionError(f"none of {paths} appeared in {timeout} s")
         time.sleep(0.2)
+    return found[0]
 
 
-def recorded_outputs(wf: Path) -> dict[str, float]:
-    """Output files with a provenance record -> mtime (completed jobs' outputs)."""
-    out = {}
+def recorded_outputs(wf: Path) -> list[str]:
+    """Output files that have a provenance record."""
+    out = []
     for root in ("data", "results", "figures"):
         for side in (wf / root).rglob("*" + provenance.SUFFIX):
             target = side.with_name(side.name[: -len(provenance.SUFFIX)])
-            if target.is_file():
-                out[str(target.relative_to(wf))] = target.stat().st_mtime
+            if target.exists():
+                out.append(str(target.relative_to(wf)))
     return out
+
+
+def complete_outputs(wf: Path) -> dict[str, float]:
+    """Outputs Snakemake itself holds complete (`--summary` plan "no update") -> mtime. A job interrupted
+    just as it finished may count either way; Snakemake's view is what decides whether it is redone."""
+    summary = snakemake(wf, "--summary", "--rerun-incomplete").stdout.splitlines()
+    done = [row.split("\t")[0] for row in summary[1:] if row.endswith("\tok\tno update")]
+    return {name: (wf / name).stat().st_mtime for name in done}
 
 
 def assert_no_partial_outputs(wf: Path) -> None:
@@ -61,36 +72,39 @@ def assert_no_partial_outputs(wf: Path) -> None:
 
 def test_interrupt_and_kill_then_rerun(workflow):
     wf, logs = workflow, workflow.parent
-    first_model = wf / "results/test/train/tiny/looped_full/model.safetensors.prov.json"
-    second_train_log = wf / "logs/test/train/tiny/looped_swa.log"
+    train = {r: wf / f"results/test/train/tiny/{r}/model.safetensors.prov.json" for r in RECIPES}
+    train_log = {r: wf / f"logs/test/train/tiny/{r}.log" for r in RECIPES}
 
-    # 1. Ctrl-C once the first model is finished and the second training has started
+    # 1. Ctrl-C once one model is finished and the other's training has started (one at a time on 2 cores)
     proc = start(wf, logs / "run1.log")
-    wait_for(first_model, proc)
-    wait_for(second_train_log, proc)
+    done = wait_for(list(train.values()), proc)
+    (other,) = [r for r in RECIPES if train[r] != done]
+    wait_for([train_log[other]], proc)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=120) != 0
-    done_before_int = recorded_outputs(wf)
-    assert "results/test/train/tiny/looped_full/model.safetensors" in done_before_int
     assert_no_partial_outputs(wf)
+    done_before_int = complete_outputs(wf)
+    assert str(done.relative_to(wf)).removesuffix(provenance.SUFFIX) in done_before_int
+    assert "results/test/tables/lm.md" not in done_before_int
 
     # 2. re-run, then kill everything (SIGKILL to the whole process group) once a perplexity job runs
+    pending = [r for r in RECIPES if f"results/test/eval/ppl/tiny/{r}.json" not in done_before_int]
     proc = start(wf, logs / "run2.log")
-    wait_for(wf / "logs/test/eval/ppl/tiny", proc)
+    wait_for([wf / f"logs/test/eval/ppl/tiny/{r}.log" for r in pending], proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
     assert_no_partial_outputs(wf)
-    done_before_kill = recorded_outputs(wf)
+    snakemake(wf, "--unlock")  # a killed snakemake leaves its lock behind
+    done_before_kill = complete_outputs(wf)
+    assert "results/test/tables/lm.md" not in done_before_kill
 
-    # 3. a killed snakemake leaves its lock behind; unlock and finish
-    snakemake(wf, "--unlock")
+    # 3. finish
     res = snakemake(wf, "--profile", "profiles/local", "all", timeout=900)
     redone = job_counts(res.stdout + res.stderr)
     assert redone, res.stdout[-3000:]
     assert not {"download", "shuffle", "tokenizer"} & set(redone), redone
-    finished = recorded_outputs(wf)
     for name, mtime in {**done_before_int, **done_before_kill}.items():
-        assert finished.get(name) == mtime, f"{name} was redone although it was complete"
+        assert (wf / name).stat().st_mtime == mtime, f"{name} was redone although it was complete"
     assert_no_partial_outputs(wf)
     for final in ("results/test/tables/lm.md", "figures/test/training_curve.png"):
         audit = lt2(wf, "audit", final)

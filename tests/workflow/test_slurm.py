@@ -17,8 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-
-from tests.workflow.conftest import REPO, lt2, snakemake
+from workflow_helpers import REPO, lt2, snakemake
 
 PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
 

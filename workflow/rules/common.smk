@@ -6,6 +6,8 @@ import json
 import shlex
 from pathlib import Path
 
+import yaml
+
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -72,7 +74,13 @@ def find_recipes():
             if not (root / f"{rid}.yaml").is_file():
                 raise ValueError(f"config recipes.only names {rid!r}, but {root / rid}.yaml does not exist")
     else:
-        ids = [f"{scale}/{p.stem}" for scale in config["recipes"]["scales"] for p in sorted((root / scale).glob("*.yaml"))]
+        # files starting with "_" are shared bases (`base: _base.yaml`), not recipes
+        ids = [
+            f"{scale}/{p.stem}"
+            for scale in config["recipes"]["scales"]
+            for p in sorted((root / scale).glob("*.yaml"))
+            if not p.name.startswith("_")
+        ]
     if not ids:
         raise ValueError(f"no recipes: {root}/<scale>/*.yaml has none for scales {config['recipes']['scales']}")
     for rid in ids:
@@ -95,6 +103,16 @@ if config["tokenizer"]["kind"] == "hf" and not config["tokenizer"]["name"]:
 
 def recipe_file(wildcards):
     return f"{config['recipes']['dir']}/{wildcards.scale}/{wildcards.recipe}.yaml"
+
+
+def recipe_bases(wildcards):
+    """The files a recipe builds on through `base: <file>` (relative to itself), nearest first: a change
+    there re-runs the recipe's jobs, and their provenance records the bases too."""
+    bases, path = [], Path(recipe_file(wildcards))
+    while base := (yaml.safe_load(path.read_text()) or {}).get("base"):
+        path = path.parent / base
+        bases.append(str(path))
+    return bases
 
 
 def corpus_of(wildcards):

@@ -5,6 +5,7 @@
 rule model_info:
     input:
         recipe=recipe_file,
+        bases=recipe_bases,
     output:
         result_path("model_info/{scale}/{recipe}.json"),
     log:
@@ -15,7 +16,7 @@ rule model_info:
     message:
         "model costs of {wildcards.scale}/{wildcards.recipe}"
     shell:
-        "lt2 record --input {input.recipe} --output {output} --stdout {output} --config {params.config:q}"
+        "lt2 record --input {input} --output {output} --stdout {output} --config {params.config:q}"
         " -- model-info {input.recipe} {params.overrides} --json 2> {log}"
 
 

@@ -6,6 +6,7 @@
 rule train:
     input:
         recipe=recipe_file,
+        bases=recipe_bases,
         chunks=corpus_chunks,
         val=corpus_val,
         tokenizer=TOKENIZER_DIR,
