@@ -170,9 +170,13 @@ class DocStream:
             self.rows = state["rows"]
             self._full_pass = self.cursor.offset == spec.start
             skip = state["skip"]
-            while self.available <= skip:  # re-read the buffered documents, then drop what was consumed
-                if not self._read():
-                    raise ValueError(f"stream {self.name}: checkpointed position lies beyond the end of its file")
+            try:
+                while self.available <= skip:  # re-read the buffered documents, then drop what was consumed
+                    if not self._read():
+                        raise ValueError(f"{self.name}: checkpointed position lies beyond the end of its file")
+            except (StreamEmpty, ValueError):
+                self.close()
+                raise
             self._consume(skip)
 
     def close(self) -> None:
@@ -343,10 +347,13 @@ class PackedLoader:
             "tokenizer": tok_meta,
         }
         saved = state["streams"] if state else {}
-        self.streams = {
-            s: DocStream(specs[s], tokenizer, args.seq_len, saved.get(str(s)), name=f"stream {s}")
-            for s in range(rank, n_streams, world_size)
-        }
+        self.streams: dict[int, DocStream] = {}
+        self.empty: dict[str, dict[str, int]] = {}  # states of streams found empty (they never move)
+        for s in range(rank, n_streams, world_size):
+            try:
+                self.streams[s] = DocStream(specs[s], tokenizer, args.seq_len, saved.get(str(s)), name=f"stream {s}")
+            except StreamEmpty:  # found empty before the checkpoint, when its state was taken
+                self.empty[str(s)] = saved[str(s)]
         self._state = {str(s): st.state() for s, st in self.streams.items()}
         self._queue: queue.Queue | None = None
         self._stop = threading.Event()
@@ -363,7 +370,9 @@ class PackedLoader:
                 return self.streams[s].next_row()
             except StreamEmpty:
                 logger.warning("data stream %d holds no valid document; this rank skips it", s)
-                self.streams.pop(s).close()
+                stream = self.streams.pop(s)
+                self.empty[str(s)] = stream.state()  # still part of the position (it never moves)
+                stream.close()
         raise ValueError(
             f"rank {self.rank} has no data: all its streams are empty (too many data.streams for these files?)"
         )
@@ -371,7 +380,7 @@ class PackedLoader:
     def _produce(self) -> tuple[Batch, dict[str, dict[str, int]]]:
         rows, starts = zip(*(self._next_row() for _ in range(self.args.batch_size)))
         batch = make_batch(list(rows), list(starts), self.args.doc_mask, self.pin_memory)
-        return batch, {str(s): st.state() for s, st in self.streams.items()}
+        return batch, {**self.empty, **{str(s): st.state() for s, st in self.streams.items()}}
 
     def _produce_forever(self) -> None:
         try:

@@ -220,7 +220,12 @@ def test_streams_without_documents_are_skipped(tmp_path, caplog):
     batch = next(loader)  # three of the four byte ranges hold no line at all
     assert batch.inputs.shape == (2, 8)
     assert "holds no valid document" in caplog.text
+    state = merge_states([loader.state_dict()])  # the empty streams stay part of the position
+    assert sorted(state["streams"]) == ["0", "1", "2", "3"] and state["tokens"] == 2 * 8
     loader.close()
+    resumed = PackedLoader(args(tmp_path, streams=4, seq_len=8, batch_size=2), CharTokenizer(), state=state)
+    assert next(resumed).inputs.shape == (2, 8)
+    resumed.close()
 
 
 def test_validation_rows_take_the_file_head_without_wrapping(tmp_path):
