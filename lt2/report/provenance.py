@@ -179,8 +179,13 @@ def _gpu_models() -> list[str]:
     # nvidia-smi answers without initialising CUDA in this process; torch is the fallback when it already
     # runs here (a wrapped command that used the GPU has imported it).
     if shutil.which("nvidia-smi"):
+        # the job's own GPUs: SLURM and torchrun restrict them through CUDA_VISIBLE_DEVICES
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if visible is not None and not visible.strip():
+            return []
+        select = ["-i", visible] if visible else []
         out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True
+            ["nvidia-smi", *select, "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True
         )
         if out.returncode == 0:
             return [line.strip() for line in out.stdout.splitlines() if line.strip()]

@@ -6,6 +6,7 @@ and this wrapper records them, instead of every command re-implementing provenan
 
     lt2 record --input recipe.yaml --output info.json --stdout info.json -- model-info recipe.yaml --json
 
+Under `torchrun` (multi-GPU training) every rank runs the wrapper and only rank 0 records.
 A command that records its own provenance (through `lt2.report.provenance.record`) keeps its richer record:
 a sidecar written after the wrapper started is left as it is.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,9 @@ def run_recorded(
         raise ValueError("lt2 record: no command given after '--'")
     if stdout is not None and stdout not in outputs:
         raise ValueError(f"--stdout {stdout} must also be one of the --output files {outputs}")
+    if int(os.environ.get("RANK", "0")) != 0:
+        # under torchrun every rank runs this wrapper; rank 0 writes the outputs, so it alone records them
+        return main(command)
     with provenance.record(outputs, inputs=inputs, config=config, command=["lt2", *command]) as rec:
         if stdout is None:
             status = main(command)

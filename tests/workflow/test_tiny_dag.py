@@ -84,6 +84,14 @@ def test_audit_passes_on_finished_outputs(tiny_run, final):
     assert "config/recipes/tiny/_base.yaml" in res.stdout
 
 
+def test_html_report(tiny_run, tmp_path):
+    """`snakemake --report` bundles the final tables and figure with their captions."""
+    snakemake(tiny_run, "--report", str(tmp_path / "report.html"))
+    html = (tmp_path / "report.html").read_text(errors="replace")
+    for name in ("lm.csv", "model_size.csv", "training_curve.png"):
+        assert name in html
+
+
 def test_rerun_has_nothing_to_do(tiny_run):
     res = snakemake(tiny_run, "-n", "--profile", "profiles/local", "all")
     assert "Nothing to be done" in res.stdout + res.stderr, res.stdout[-2000:]

@@ -191,6 +191,20 @@ def train_overrides(wildcards, input):
     return shlex.join([*config["recipes"]["overrides"], *data])
 
 
+def gpus_of(resources):
+    """GPUs a job was given by the profile: `gpu: N` (sbatch --gpus) or `gres: gpu[:type]:N` (--gres)."""
+    if resources.get("gpu"):
+        return int(resources["gpu"])
+    gres = str(resources.get("gres") or "")
+    return int(gres.rsplit(":", 1)[-1]) if gres.startswith("gpu:") else 0
+
+
+def lt2_launcher(wildcards, resources):
+    """`lt2` for one process; torchrun with one rank per GPU when the profile gives the job several GPUs."""
+    gpus = gpus_of(resources)
+    return f"torchrun --standalone --nproc-per-node {gpus} -m lt2.cli" if gpus > 1 else "lt2"
+
+
 def train_config(wildcards):
     return prov_config(
         recipe=f"{wildcards.scale}/{wildcards.recipe}",

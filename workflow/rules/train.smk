@@ -1,6 +1,7 @@
 # One training run per recipe. Checkpoints go to runs/<name>/<scale>/<recipe>/, outside the declared
 # outputs: Snakemake deletes the outputs of a failed or interrupted job, but a retried or re-run job must
-# find its checkpoints to resume from.
+# find its checkpoints to resume from. A job the profile gives several GPUs runs one rank per GPU
+# (torchrun -m lt2.cli ...), the trainer's own multi-GPU launch.
 
 
 rule train:
@@ -22,8 +23,9 @@ rule train:
         dump=run_path("{scale}/{recipe}"),
         overrides=train_overrides,
         config=train_config,
+        lt2=lt2_launcher,
     message:
         "train {wildcards.scale}/{wildcards.recipe}"
     shell:
-        "lt2 record --input {input} --output {output} --config {params.config:q}"
+        "{params.lt2} record --input {input} --output {output} --config {params.config:q}"
         " -- train {input.recipe} {params.overrides} --dump-dir {params.dump} --out {params.out} > {log} 2>&1"
