@@ -45,20 +45,24 @@ class Mamba2Args:
 class NSAArgs:
     """Native Sparse Attention: compressed, selected and sliding-window branches."""
 
-    n_kv_heads: int = 1  # GQA groups; fla's kernel wants n_heads / n_kv_heads a multiple of 16
-    block_size: int = 64  # compression / selection block length
-    block_count: int = 16  # selected blocks per query
-    window: int = 512  # sliding-window branch
+    n_kv_heads: int = 1  # GQA groups; fla 0.6's kernel wants n_heads / n_kv_heads a power of two >= 16
+    block_size: int = 64  # compression / selection block length in tokens (paper code: 64)
+    block_count: int = 16  # selected blocks per query, the first and the two latest always among them (16)
+    window: int = 512  # sliding-window branch in tokens (512)
 
 
 @dataclass
 class DSAArgs:
     """DeepSeek Sparse Attention: lightning indexer -> top-k keys -> softmax attention on them."""
 
-    index_n_heads: int = 4
-    index_head_dim: int = 64
-    topk: int = 256  # keys each query attends to
-    index_loss_coef: float = 1.0  # weight of the indexer's KL to the (detached) attention distribution
+    n_kv_heads: int | None = 1  # key/value heads of the main attention (paper code: 1, MQA); None: the model's
+    index_n_heads: int = 16  # lightning-indexer query heads (paper code: one per attention head, 16)
+    index_head_dim: int = 64  # indexer head dim (paper code: 64); RoPE on its first half, as in DeepSeek-V3.2
+    topk: int = 2048  # keys each query attends to (paper code: 2048)
+    # Weight of the indexer's objective, mean over tokens of KL(detached attention over the selected keys ||
+    # softmax of their indexer scores); its gradient is injected into the indexer only, so under Adam it
+    # mostly matters relative to gradient clipping.
+    index_loss_coef: float = 1.0
 
 
 @dataclass

@@ -1,0 +1,139 @@
+"""Native Sparse Attention (Yuan et al. 2025) with fla 0.6's NativeSparseAttention parameterisation.
+
+    q, k, v = RoPE(W_q x), RoPE(W_k x), W_v x         GQA: nsa.n_kv_heads key/value heads
+    g_cmp, g_slc, g_swa = sigmoid(W_g x)              one gate per query head and branch
+    o = g_cmp * Compressed + g_slc * Selected + g_swa * Window;   y = W_o o
+
+Compressed attends to the mean-pooled complete blocks of `block_size` tokens; Selected attends token-wise
+to the `block_count` blocks with the highest compressed attention (summed over a GQA group, so the group
+shares them; block 0 and the two latest blocks always kept); Window to the last `window` tokens. The math
+and its masks are in lt2/kernels/nsa/README.md.
+
+Cache per (loop, layer): K/V [B, max_len, Hkv, D], static, written in place at seq.slots. The compressed
+blocks are recomputed from the cached keys at every call (a mean over each block; no learned
+compression), so decoding needs nothing else and stays tensors-only.
+
+Backends: fla's parallel_nsa (Triton) on CUDA for training and for a prompt that fills a fresh cache
+without padding; the dense reference (lt2/kernels/nsa/naive.py) on CPU, for prefill onto an existing or
+left-padded cache, and for decode (fla 0.6 has no NSA decode kernel), which then reads the whole cache per
+step like full attention. fla's kernel needs n_heads / nsa.n_kv_heads to be a power of two >= 16; a
+configuration that cannot run on it raises when a CUDA call would use it (the constructor warns early).
+The softmax-attention output gate (gated_attn) is not applied: NSA has its own branch gates.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from lt2.kernels import backend
+from lt2.kernels.nsa import fla_nsa, fla_nsa_unsupported, naive_nsa
+from lt2.mixers.attention import visibility
+from lt2.mixers.base import SeqInfo, doc_offsets
+from lt2.model.layers import apply_rope, rope_frequencies
+from lt2.model.pattern import MixerSpec
+
+
+@dataclass
+class NSACache:
+    k: torch.Tensor  # [B, max_len, Hkv, D] keys (RoPE applied)
+    v: torch.Tensor  # [B, max_len, Hkv, D]
+
+
+def _mean_min(context: int, limit: int) -> float:
+    """Mean of min(t, limit) over t = 1 .. context (keys a causal query attends to, capped at `limit`)."""
+    if limit >= context:
+        return (context + 1) / 2
+    return (limit * (limit + 1) / 2 + limit * (context - limit)) / context
+
+
+class NativeSparseAttention(nn.Module):
+    def __init__(self, args, layer_idx: int):
+        super().__init__()
+        cfg = args.nsa
+        self.layer_idx = layer_idx
+        self.n_heads, self.n_kv_heads, self.head_dim = args.n_heads, cfg.n_kv_heads, args.head_dim
+        self.block_size, self.block_count, self.window = cfg.block_size, cfg.block_count, cfg.window
+        if self.n_kv_heads < 1 or self.n_heads % self.n_kv_heads:
+            raise ValueError(f"nsa: n_heads {self.n_heads} is not a multiple of nsa.n_kv_heads {self.n_kv_heads}")
+        if self.head_dim % 2:
+            raise ValueError(f"nsa: head_dim must be even for RoPE, got {self.head_dim}")
+        if min(self.block_size, self.block_count, self.window) < 1:
+            raise ValueError(
+                f"nsa.block_size, nsa.block_count and nsa.window must be >= 1, got "
+                f"{self.block_size}, {self.block_count}, {self.window}"
+            )
+        # None when fla's kernels can run these shapes; otherwise the reason, raised on a CUDA call
+        self.fla_unsupported = fla_nsa_unsupported(
+            self.n_heads, self.n_kv_heads, self.head_dim, self.block_size, self.block_count
+        )
+        if self.fla_unsupported and backend.has_fla() and torch.cuda.is_available():
+            warnings.warn(f"nsa layer {layer_idx}: {self.fla_unsupported}; CUDA calls will raise", stacklevel=2)
+        self.wq = nn.Linear(args.dim, self.n_heads * self.head_dim, bias=False)
+        self.wk = nn.Linear(args.dim, self.n_kv_heads * self.head_dim, bias=False)
+        self.wv = nn.Linear(args.dim, self.n_kv_heads * self.head_dim, bias=False)
+        self.wgates = nn.Linear(args.dim, self.n_heads * 3, bias=False)  # fla's g_proj: (cmp, slc, swa) per head
+        self.wo = nn.Linear(self.n_heads * self.head_dim, args.dim, bias=False)
+        self.rope_theta = args.rope_theta
+        self.register_buffer("inv_freq", rope_frequencies(self.head_dim, args.rope_theta), persistent=False)
+
+    def reset_parameters(self) -> None:
+        self.inv_freq.copy_(rope_frequencies(self.head_dim, self.rope_theta))  # recomputed after meta init
+
+    def init_cache(self, batch: int, max_len: int, device, dtype, spec: MixerSpec) -> NSACache:
+        shape = (batch, max_len, self.n_kv_heads, self.head_dim)
+        return NSACache(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
+
+    def mixing_flops(self, context: int, spec: MixerSpec) -> float:
+        """Forward FLOPs per token beyond the projections: the three branches' QK^T and AV products."""
+        per_key = 4.0 * self.n_heads * self.head_dim
+        compressed = _mean_min(context, context) / self.block_size
+        selected = _mean_min(context, self.block_count * self.block_size)
+        return per_key * (compressed + selected + _mean_min(context, self.window))
+
+    def _fla(self, q, k, v, gates, cu_seqlens) -> torch.Tensor:
+        if self.fla_unsupported:
+            raise ValueError(f"nsa layer {self.layer_idx}: {self.fla_unsupported}")
+        return fla_nsa(q, k, v, *gates, self.block_size, self.block_count, self.window, cu_seqlens)
+
+    def _reference(self, q, k, v, gates, key_pos, visible, q_slots) -> torch.Tensor:
+        return naive_nsa(q, k, v, *gates, key_pos, visible, q_slots, self.block_size, self.block_count, self.window)
+
+    def forward(self, x: torch.Tensor, seq: SeqInfo, cache: NSACache | None, spec: MixerSpec) -> torch.Tensor:
+        B, T, _ = x.shape
+        q = self.wq(x).view(B, T, self.n_heads, self.head_dim)
+        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim)
+        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim)
+        q, k = apply_rope(q, seq.positions, self.inv_freq), apply_rope(k, seq.positions, self.inv_freq)
+        gates = torch.sigmoid(self.wgates(x)).view(B, T, self.n_heads, 3).unbind(-1)  # g_cmp, g_slc, g_swa
+
+        fresh = cache is None or (T > 1 and seq.start == 0)  # whole sequences: fla can run them
+        if fresh and seq.pad_mask is None and backend.use_fast(q, "fla"):
+            o = self._fla(q, k, v, gates, seq.cu_seqlens)
+            if cache is not None:
+                cache.k[:, :T] = k.to(cache.k.dtype)
+                cache.v[:, :T] = v.to(cache.v.dtype)
+        elif cache is None:
+            slots = torch.arange(T, device=x.device)
+            visible = visibility(slots, slots, None, seq.pad_mask)[:, 0]
+            if seq.cu_seqlens is not None:  # packed documents: blocks restart with every document
+                key_pos = doc_offsets(seq.cu_seqlens, T)[None]
+                visible = visible & ((slots - key_pos[0])[:, None] == (slots - key_pos[0])[None, :])
+            else:
+                key_pos = slots[None]
+            o = self._reference(q, k, v, gates, key_pos, visible, slots)
+        else:
+            cache.k.index_copy_(1, seq.slots, k.to(cache.k.dtype))
+            cache.v.index_copy_(1, seq.slots, v.to(cache.v.dtype))
+            # prefill reads the slots written so far; decode the whole static buffer, masked (graph-capturable)
+            end = seq.start + T if T > 1 and seq.start is not None else cache.k.shape[1]
+            key_valid = seq.key_mask[:, :end]
+            key_pos = key_valid.long().cumsum(1) - 1  # left padding only: position = real keys before - 1
+            k_slots = torch.arange(end, device=x.device)
+            visible = visibility(seq.slots, k_slots, None, key_valid)[:, 0]
+            keys, values = cache.k[:, :end].to(q.dtype), cache.v[:, :end].to(q.dtype)
+            o = self._reference(q, keys, values, gates, key_pos, visible, seq.slots)
+        return self.wo(o.reshape(B, T, -1))
