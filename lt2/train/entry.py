@@ -18,7 +18,7 @@ from pathlib import Path
 
 from lt2.config import load_recipe
 from lt2.train.args import validate_run
-from lt2.train.preemption import EXIT_PREEMPTED
+from lt2.train.preemption import EXIT_PREEMPTED, Preemption
 
 
 def run_train(
@@ -51,8 +51,9 @@ def run_train(
     info = init_distributed()
     trainer = None
     try:
-        trainer = Trainer(recipe, dump_dir, info)
-        result = trainer.fit(out_dir)
+        with Preemption() as preemption:  # before the build: a signal while loading or compiling counts too
+            trainer = Trainer(recipe, dump_dir, info)
+            result = trainer.fit(out_dir, preemption)
     finally:
         if trainer is not None:
             trainer.close()

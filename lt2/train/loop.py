@@ -57,12 +57,14 @@ class TrainState:
     step: int = 0  # optimizer steps done
     tokens: int = 0  # global training tokens consumed (sum over ranks)
     data: dict[str, Any] | None = None  # global loader position (lt2.data.loader.merge_states)
+    val_pending: bool = False  # a preemption interrupted this step's validation: the resumed run does it first
 
     def state_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step, self.tokens, self.data = state["step"], state["tokens"], state["data"]
+        self.val_pending = state["val_pending"]
 
 
 @dataclasses.dataclass
@@ -259,58 +261,72 @@ class Trainer:
         return {"val_loss": total.item() / (len(rows) * T), "val_tokens": len(rows) * T}
 
     # ----------------------------------------------------------------------------------- fit
-    def fit(self, out_dir: str | Path | None = None) -> TrainResult:
-        """Train to `train.steps` (or until preempted); on completion write out_dir (model, metrics, recipe)."""
+    def fit(self, out_dir: str | Path | None = None, preemption: Preemption | None = None) -> TrainResult:
+        """Train to `train.steps` (or until preempted); on completion write out_dir (model, metrics, recipe).
+
+        `preemption` is the signal flag to poll; `lt2 train` installs it before building the Trainer, so that
+        a signal during start-up (loading, compilation) also ends in a checkpoint and exit 75.
+        """
+        if preemption is None:
+            with Preemption() as preemption:
+                return self.fit(out_dir, preemption)
         train, data = self.recipe.train, self.recipe.data
         tokens_per_step = data.batch_size * data.seq_len * train.grad_accum * self.info.world_size
-        with Preemption() as preemption:
-            stop = control_sum([preemption.flag], self.info)[0] > 0
-            self.throughput.reset()
-            while self.state.step < train.steps and not stop:
-                micro = [next(self.loader) for _ in range(train.grad_accum)]
-                lr = self.optimizer.param_groups[0]["lr"]
-                loss, grad_norm = train_step(
-                    self.model, self.optimizer, self.scheduler, micro, self.recipe, self.info.device
-                )
-                self.state.step += 1
-                self.state.tokens += tokens_per_step
-                self.throughput.add(tokens_per_step)
-                flag, fingerprint = control_sum([preemption.flag, sum(b.fingerprint for b in micro)], self.info)
-                stop = flag > 0
-                step = self.state.step
-                if step % train.log_every == 0 or step == train.steps:
-                    record = {
-                        "step": step,
-                        "loss": all_reduce_mean(loss, self.info),
-                        "lr": lr,
-                        "grad_norm": grad_norm.item(),
-                        "tokens": self.state.tokens,
-                        "data_fingerprint": fingerprint,
-                        **self.throughput.report(),
-                        "peak_mem_gib": peak_memory_gib(self.info.device),
-                    }
-                    self.metrics.write(record)
-                self.metrics.advance()
-                if self.val is not None and (step % train.val_every == 0 or step == train.steps):
-                    result = self.evaluate(preemption)
-                    if result is None:
-                        stop = True
-                    else:
-                        self.metrics.write({"step": step, **result})
-                        log0("step %d: val_loss %.4f", step, result["val_loss"])
-                    self.throughput.reset()
-                if step % train.checkpoint.every == 0 or step == train.steps or stop:
-                    self.save()
-                    self.throughput.reset()
-            if stop:
-                path = self.save()  # no-op when this step is already on disk
-                log0("preempted (signal %s): checkpoint %s; exiting for requeue", preemption.signal, path)
-                return TrainResult("preempted", self.state.step, path)
+        stop = control_sum([preemption.flag], self.info)[0] > 0
+        if self.state.val_pending and not stop:
+            stop = not self._validate(preemption)
+        self.throughput.reset()
+        while self.state.step < train.steps and not stop:
+            micro = [next(self.loader) for _ in range(train.grad_accum)]
+            lr = self.optimizer.param_groups[0]["lr"]
+            loss, grad_norm = train_step(
+                self.model, self.optimizer, self.scheduler, micro, self.recipe, self.info.device
+            )
+            self.state.step += 1
+            self.state.tokens += tokens_per_step
+            self.throughput.add(tokens_per_step)
+            flag, fingerprint = control_sum([preemption.flag, sum(b.fingerprint for b in micro)], self.info)
+            stop = flag > 0
+            step = self.state.step
+            if step % train.log_every == 0 or step == train.steps:
+                record = {
+                    "step": step,
+                    "loss": all_reduce_mean(loss, self.info),
+                    "lr": lr,
+                    "grad_norm": grad_norm.item(),
+                    "tokens": self.state.tokens,
+                    "data_fingerprint": fingerprint,
+                    **self.throughput.report(),
+                    "peak_mem_gib": peak_memory_gib(self.info.device),
+                }
+                self.metrics.write(record)
+            self.metrics.advance()
+            if self.val is not None and (step % train.val_every == 0 or step == train.steps):
+                self.state.val_pending = True
+                stop = not self._validate(preemption) or stop
+            if step % train.checkpoint.every == 0 or step == train.steps or stop:
+                self.save()
+                self.throughput.reset()
+        if stop:
+            path = self.save()  # no-op when this step is already on disk
+            log0("preempted (signal %s): checkpoint %s; exiting for requeue", preemption.signal, path)
+            return TrainResult("preempted", self.state.step, path)
         path = self.save()
         out = Path(out_dir) if out_dir is not None else None
         if out is not None and self.info.is_main:
             self._write_outputs(path, out)
         return TrainResult("completed", self.state.step, path, out)
+
+    def _validate(self, preemption: Preemption) -> bool:
+        """Run the pending validation and log it; False when a preemption interrupted it (still pending)."""
+        result = self.evaluate(preemption)
+        self.throughput.reset()
+        if result is None:
+            return False
+        self.state.val_pending = False
+        self.metrics.write({"step": self.state.step, **result})
+        log0("step %d: val_loss %.4f", self.state.step, result["val_loss"])
+        return True
 
     def _write_outputs(self, checkpoint: Path, out: Path) -> None:
         """OUTDIR/{model.safetensors, config.json, metrics.jsonl, recipe.yaml}, all at once (rank 0)."""

@@ -15,6 +15,7 @@ import shutil
 import signal
 
 import pytest
+import torch
 from train_helpers import (
     EVERY,
     GOLDEN,
@@ -28,7 +29,11 @@ from train_helpers import (
     wait_for_step,
 )
 
+from lt2.config import load_recipe
 from lt2.model.looped import LoopedLM
+from lt2.train.distributed import destroy_distributed, init_distributed
+from lt2.train.loop import Trainer
+from lt2.train.preemption import Preemption
 
 
 def test_uninterrupted_run_matches_golden_curve(golden_single):
@@ -110,3 +115,43 @@ def test_truncated_newest_checkpoint_is_skipped_with_warning(golden_single, reci
         read_metrics(golden_single / "run" / "metrics.jsonl")
     )
     assert not (run_dir / "checkpoints" / ".tmp_step_00000017").exists()
+
+
+class _StopDuringValidation(Preemption):
+    """A preemption flag that rises while the trainer validates (deterministic, unlike a timed signal)."""
+
+    def __init__(self, trainer_box: list):
+        super().__init__()
+        self.trainer_box = trainer_box
+
+    @property
+    def flag(self) -> int:
+        trainer = self.trainer_box[0] if self.trainer_box else None
+        return int(trainer is not None and trainer.state.val_pending and trainer.state.step == 8)
+
+
+def test_preemption_during_validation_resumes_with_that_validation(golden_single, recipe, tmp_path):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the golden subprocess runs
+    try:
+        box: list = []
+        for attempt in range(2):
+            info = init_distributed()
+            trainer = Trainer(load_recipe(recipe), tmp_path / "run", info)
+            box[:] = [trainer]
+            try:
+                result = trainer.fit(preemption=_StopDuringValidation(box) if attempt == 0 else None)
+            finally:
+                trainer.close()
+                destroy_distributed()
+            if attempt == 0:
+                assert result.status == "preempted" and result.step == 8
+                saved = json.loads((result.checkpoint / "train_state.json").read_text())
+                assert saved["val_pending"] is True
+                assert not [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "val_loss" in r]
+    finally:
+        torch.set_num_threads(threads)
+    assert result.status == "completed"
+    assert curve(read_metrics(tmp_path / "run" / "metrics.jsonl")) == curve(
+        read_metrics(golden_single / "run" / "metrics.jsonl")
+    )
