@@ -237,7 +237,9 @@ class LoopedLM(nn.Module):
         if self.head is None:
             tensors.pop("head.weight", None)
         tmp_weights, tmp_config = directory / (WEIGHTS_NAME + ".tmp"), directory / (CONFIG_NAME + ".tmp")
-        save_file(tensors, str(tmp_weights), metadata={"format": "pt", "lt2_arch": self.args.pattern})
+        # One metadata key only: safetensors writes its metadata map in arbitrary order, and the file's
+        # hash must be reproducible for provenance (the architecture lives in config.json).
+        save_file(tensors, str(tmp_weights), metadata={"format": "pt"})
         tmp_config.write_text(json.dumps(to_dict(self.args), indent=2, sort_keys=True))
         tmp_weights.replace(directory / WEIGHTS_NAME)
         tmp_config.replace(directory / CONFIG_NAME)
