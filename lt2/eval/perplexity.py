@@ -30,6 +30,7 @@ import torch.nn.functional as F
 @dataclass
 class PplArgs:
     seq_len: int | None = None  # tokens per window; None: the training seq_len (recipe.yaml), else max_seqlen
+    doc_mask: bool | None = None  # keep documents apart inside a window; None: as in training (recipe.yaml)
     stride: int | None = None  # tokens a window advances; None: seq_len (packed, no overlap)
     batch_size: int = 8  # windows per forward pass
     max_tokens: int | None = None  # stop adding documents once the stream holds this many tokens (None: all)
@@ -96,7 +97,7 @@ def build_stream(docs: list[str], tokenizer, max_tokens: int | None) -> tuple[li
 
 
 def plan_windows(n_targets: int, seq_len: int, stride: int) -> list[Window]:
-    """Windows over targets 1..n_targets; together they score every target exactly once."""
+    """Windows over target indices 0..n_targets-1 (target j is stream[j + 1]); each target is scored once."""
     windows, scored = [], 0  # targets [0, scored) of the stream's target list are done
     begin = 0
     while scored < n_targets:
@@ -107,15 +108,17 @@ def plan_windows(n_targets: int, seq_len: int, stride: int) -> list[Window]:
     return windows
 
 
-def training_seq_len(model_dir: str | Path) -> int | None:
-    """The sequence length the model was trained at, from the `recipe.yaml` that `lt2 train` writes beside
-    the weights (None without one): the default window, so perplexity matches the trainer's val loss."""
+def training_data_args(model_dir: str | Path) -> dict:
+    """The `data` section of the `recipe.yaml` that `lt2 train` writes beside the weights ({} without one).
+
+    Its seq_len and doc_mask are the defaults here, so perplexity matches the trainer's validation loss.
+    """
     recipe = Path(model_dir) / "recipe.yaml"
     if not recipe.is_file():
-        return None
+        return {}
     import yaml
 
-    return ((yaml.safe_load(recipe.read_text()) or {}).get("data") or {}).get("seq_len")
+    return (yaml.safe_load(recipe.read_text()) or {}).get("data") or {}
 
 
 def resolve_device(device: str) -> torch.device:
@@ -125,8 +128,14 @@ def resolve_device(device: str) -> torch.device:
 
 
 @torch.no_grad()
-def score_stream(model, stream: list[int], args: PplArgs, progress: bool = True) -> tuple[float, int]:
-    """(summed NLL in nats, scored targets) of `stream` under `model` (a LoopedLM in eval mode)."""
+def score_stream(
+    model, stream: list[int], args: PplArgs, bos_id: int | None = None, progress: bool = True
+) -> tuple[float, int]:
+    """(summed NLL in nats, scored targets) of `stream` under `model` (a LoopedLM in eval mode).
+
+    bos_id: when given, every BOS starts a document that no attention or state crosses (the loader's
+    doc_start), as in training with `data.doc_mask`.
+    """
     from tqdm import tqdm
 
     device = next(model.parameters()).device
@@ -147,8 +156,9 @@ def score_stream(model, stream: list[int], args: PplArgs, progress: bool = True)
         x = torch.stack([ids[w.begin : w.begin + w.length] for w in batch]).to(device)  # [B, T]
         y = torch.stack([ids[w.begin + 1 : w.begin + w.length + 1] for w in batch]).to(device)  # [B, T]
         keep = torch.stack([torch.arange(w.length) >= w.skip for w in batch]).to(device)  # [B, T]
+        doc_start = (x == bos_id) if bos_id is not None else None  # [B, T]
         with autocast:
-            logits = model(x)  # [B, T, V]
+            logits = model(x, doc_start)  # [B, T, V]
         nll = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none").view_as(y)
         total += nll[keep].double().sum().item()
         count += int(keep.sum().item())
@@ -166,8 +176,11 @@ def evaluate_perplexity(
     from lt2.model.looped import LoopedLM
 
     model = LoopedLM.from_pretrained(model_dir, device=resolve_device(args.device)).eval()
+    trained = training_data_args(model_dir)
     if args.seq_len is None:
-        args = dataclasses.replace(args, seq_len=training_seq_len(model_dir) or model.args.max_seqlen)
+        args = dataclasses.replace(args, seq_len=trained.get("seq_len") or model.args.max_seqlen)
+    if args.doc_mask is None:
+        args = dataclasses.replace(args, doc_mask=bool(trained.get("doc_mask", False)))
     if args.seq_len > model.args.max_seqlen:
         raise ValueError(f"seq_len {args.seq_len} exceeds the model's max_seqlen {model.args.max_seqlen}")
     from lt2.data.tokenizer import Tokenizer
@@ -180,7 +193,7 @@ def evaluate_perplexity(
     stream, used, nbytes = build_stream(read_documents(data, args.text_key), tokenizer, args.max_tokens)
     if len(stream) < 2:
         raise ValueError(f"{data}: the documents give fewer than 2 tokens")
-    total, count = score_stream(model, stream, args, progress)
+    total, count = score_stream(model, stream, args, tokenizer.bos_id if args.doc_mask else None, progress)
     nll = total / count
     return PplResult(
         seq_len=args.seq_len,

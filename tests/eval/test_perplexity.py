@@ -79,3 +79,17 @@ def test_bad_arguments_are_named(model_and_data):
         PplArgs(seq_len=8, stride=9)
     with pytest.raises(ValueError, match="max_seqlen"):
         evaluate_perplexity(root / "model", root / "val.jsonl", root / "tok", PplArgs(seq_len=1024), progress=False)
+
+
+def test_doc_mask_keeps_documents_apart(model_and_data):
+    model, tok, root = model_and_data
+    docs = [json.loads(line)["text"] for line in (root / "val.jsonl").read_text().splitlines()]
+    x = torch.tensor([t for ids in tok.encode_batch(docs, bos=True, eos=True) for t in ids])[None]
+    with torch.no_grad():
+        logits = model(x[:, :-1], x[:, :-1] == tok.bos_id)[0]
+    nll = F.cross_entropy(logits, x[0, 1:], reduction="sum").item()
+    args = PplArgs(doc_mask=True)
+    masked = evaluate_perplexity(root / "model", root / "val.jsonl", root / "tok", args, progress=False)
+    plain = evaluate_perplexity(root / "model", root / "val.jsonl", root / "tok", PplArgs(), progress=False)
+    assert math.isclose(masked.nll * masked.tokens, nll, rel_tol=1e-5)
+    assert not math.isclose(masked.nll, plain.nll, rel_tol=1e-6)
