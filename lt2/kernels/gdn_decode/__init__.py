@@ -1,0 +1,25 @@
+"""Gated-DeltaNet decode: one token's step from the input projections to the output projection.
+
+    naive_gdn_decode_step   the oracle: the step written out in PyTorch (fp32), same in-place contract
+    fused_gdn_decode_step   one Triton kernel for the whole step, graph-capturable
+
+The Triton name loads on first use, so CPU-only installs without triton can import this package.
+The math is in README.md beside this file.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from lt2.kernels.gdn_decode.naive import naive_gdn_decode_step
+
+_TRITON = ("fused_gdn_decode_step",)
+
+
+def __getattr__(name: str):
+    if name in _TRITON:
+        return getattr(importlib.import_module("lt2.kernels.gdn_decode.fused"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["fused_gdn_decode_step", "naive_gdn_decode_step"]

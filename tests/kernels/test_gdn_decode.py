@@ -1,0 +1,215 @@
+"""The fused gated-DeltaNet decode step (lt2.kernels.gdn_decode) on CPU through Triton's interpreter, in fp32.
+
+- kernel vs the step-by-step oracle for several consecutive steps: y, the three conv caches and the state
+  after every step, at the 0.6B and 1.3B head dims (48/96 and 96/192, a few heads), odd non-power-of-two
+  dims (20/36), conv sizes 4, 3, 2 and 1, with and without the output gate, strong and weak decays;
+- uninitialised memory (y and the o scratch) is poisoned with NaN, so an unwritten element fails;
+- a left-padded row (zero inputs from a zero state) stays exactly zero, as the model relies on;
+- the oracle against the repository's own pieces: ShortConv's decode step, and the GatedDeltaNet
+  mixer's whole decode branch (skipped while that module is not importable);
+- argument checks raise ValueError naming the bad argument.
+
+The kernel checks run in a TRITON_INTERPRET=1 worker process (fixture `interpreted`, tests/kernels/conftest.py),
+so the interpreter never leaks into other test modules.
+
+Run: pytest tests/kernels/test_gdn_decode.py
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from lt2.kernels.gdn_decode import naive_gdn_decode_step
+from lt2.kernels.gdn_decode.naive import conv_step
+from lt2.mixers.base import ShortConv
+from lt2.testing import assert_close
+
+RTOL = 1e-5  # fp32 kernel vs fp32 oracle: summation order only
+IN_PLACE = ("conv_q", "conv_k", "conv_v", "state")
+
+
+def step_inputs(gen, B, H, Dk, Dv, K, gate=True, decay=1.0) -> dict:
+    """One token's inputs plus fresh caches and state; `decay` scales A_log's range (strong vs weak decay)."""
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=gen)
+
+    return dict(
+        q_in=randn(B, H * Dk),
+        k_in=randn(B, H * Dk),
+        v_in=randn(B, H * Dv),
+        conv_q=randn(B, K - 1, H * Dk),
+        conv_k=randn(B, K - 1, H * Dk),
+        conv_v=randn(B, K - 1, H * Dv),
+        w_q=randn(H * Dk, K),
+        w_k=randn(H * Dk, K),
+        w_v=randn(H * Dv, K),
+        a=randn(B, H),
+        b=randn(B, H),
+        A_log=(decay * 16 * torch.rand(H, generator=gen)).clamp(min=1e-3).log(),  # exp(A_log) ~ U(0, 16)
+        dt_bias=randn(H),
+        gate=randn(B, H * Dv) if gate else None,
+        o_norm_weight=1 + 0.1 * randn(Dv),
+        eps=1e-5,
+        state=randn(B, H, Dk, Dv),
+    )
+
+
+def check_steps(B, H, Dk, Dv, K, gate, decay, steps):
+    """Worker side: `steps` consecutive steps, kernel and oracle each on their own caches and state."""
+    from lt2.kernels.gdn_decode import fused_gdn_decode_step
+
+    torch.use_deterministic_algorithms(True, warn_only=True)  # torch.empty now fills with NaN
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    gen = torch.Generator().manual_seed(B * 1000 + Dk * 10 + K)
+    kernel = step_inputs(gen, B, H, Dk, Dv, K, gate, decay)
+    oracle = {name: x.clone() if name in IN_PLACE else x for name, x in kernel.items()}
+    for step in range(steps):
+        if step:  # a new token: fresh projections, same weights, caches and state carried over
+            fresh = step_inputs(gen, B, H, Dk, Dv, K, gate, decay)
+            for name in ("q_in", "k_in", "v_in", "a", "b", "gate"):
+                kernel[name] = oracle[name] = fresh[name]
+        y = fused_gdn_decode_step(**kernel)
+        expected = naive_gdn_decode_step(**oracle)
+        assert_close(f"y (step {step})", y, expected, rtol=RTOL)
+        for name in IN_PLACE:
+            assert_close(f"{name} (step {step})", kernel[name], oracle[name], rtol=RTOL)
+
+
+# B, H, Dk, Dv, K, gate, decay scale
+CASES = [
+    (2, 3, 48, 96, 4, True, 1.0),  # 0.6B head dims
+    (2, 2, 96, 192, 4, True, 1.0),  # 1.3B head dims
+    (1, 2, 96, 192, 4, False, 0.01),  # ungated norm, weak decay
+    (3, 2, 20, 36, 3, True, 1.0),  # odd dims, conv 3
+    (2, 1, 16, 32, 2, True, 1.0),
+    (1, 2, 8, 24, 1, True, 1.0),  # no history: conv of the current token only
+]
+
+
+@pytest.mark.parametrize(
+    "B, H, Dk, Dv, K, gate, decay",
+    CASES,
+    ids=[f"B{b}-H{h}-Dk{dk}-Dv{dv}-K{k}-{'gate' if g else 'nogate'}-decay{d}" for b, h, dk, dv, k, g, d in CASES],
+)
+def test_fused_step_matches_oracle(interpreted, B, H, Dk, Dv, K, gate, decay):
+    interpreted(check_steps, B, H, Dk, Dv, K, gate, decay, steps=3)
+
+
+def check_padded_row_stays_zero():
+    """Worker side: a row with zero inputs, caches and state (left padding) keeps all of them exactly zero."""
+    from lt2.kernels.gdn_decode import fused_gdn_decode_step
+
+    gen = torch.Generator().manual_seed(7)
+    inputs = step_inputs(gen, 2, 2, 16, 32, 4)
+    for name in ("q_in", "k_in", "v_in", "a", "b", "gate", "conv_q", "conv_k", "conv_v", "state"):
+        inputs[name][1] = 0.0  # row 1: pad tokens reach the mixer as zeros
+    for _ in range(2):
+        y = fused_gdn_decode_step(**inputs)
+        for name, x in (("y", y), *((n, inputs[n]) for n in IN_PLACE)):
+            assert torch.equal(x[1], torch.zeros_like(x[1])), f"{name} of the padded row is not exactly zero"
+        assert y[0].abs().sum() > 0
+
+
+def test_padded_row_stays_zero(interpreted):
+    interpreted(check_padded_row_stays_zero)
+
+
+def test_conv_step_matches_short_conv():
+    """The oracle's one-token convolution (and cache shift) equals the mixer's ShortConv with a cache."""
+    gen = torch.Generator().manual_seed(0)
+    conv = ShortConv(12, 4)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(12, 4, generator=gen))
+    x, cache = torch.randn(3, 12, generator=gen), torch.randn(3, 3, 12, generator=gen)
+    cache_oracle = cache.clone()
+    with torch.no_grad():
+        expected = conv(x[:, None], cache=cache)[:, 0]
+    assert_close("conv", conv_step(x, cache_oracle, conv.weight.detach()), expected, rtol=1e-6)
+    assert torch.equal(cache_oracle, cache)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("lt2.mixers.gdn") is None, reason="lt2.mixers.gdn is not importable")
+def test_oracle_matches_gdn_mixer_decode():
+    """The oracle, fed the GatedDeltaNet mixer's projections and weights, reproduces its decode step."""
+    from lt2.config import LinearArgs, ModelArgs
+    from lt2.mixers import SeqInfo, mixer_class
+    from lt2.model.pattern import MixerSpec
+
+    gen = torch.Generator().manual_seed(1)
+    args = ModelArgs(
+        vocab_size=97,
+        dim=32,
+        n_layers=1,
+        loop_count=1,
+        pattern="gdn",
+        n_heads=2,
+        ffn_dim=64,
+        linear=LinearArgs(n_heads=2, head_dim=8, expand_v=2.0, conv_size=4, use_gate=True),
+    )
+    mixer = mixer_class("gdn")(args, layer_idx=0).double().eval()
+    with torch.no_grad():
+        for p in mixer.parameters():
+            p.copy_(0.5 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+        mixer.A_log.copy_(torch.rand(mixer.A_log.shape, generator=gen, dtype=torch.float64).mul(16).log())
+    B, spec = 3, MixerSpec("gdn")
+    cache = mixer.init_cache(B, 16, "cpu", torch.float64, spec)
+    for x in (cache.state, cache.conv_q, cache.conv_k, cache.conv_v):
+        x.copy_(torch.randn(x.shape, generator=gen, dtype=x.dtype))
+    oracle = {"state": cache.state.clone()} | {n: getattr(cache, n).clone() for n in ("conv_q", "conv_k", "conv_v")}
+    seq = SeqInfo(positions=torch.zeros(B, 1, dtype=torch.long), slots=torch.tensor([0]))
+    for step in range(3):
+        x = torch.randn(B, 1, args.dim, generator=gen, dtype=torch.float64)
+        with torch.no_grad():
+            expected = mixer(x, seq, cache, spec)[:, 0]
+            h = x[:, 0]
+            y = naive_gdn_decode_step(
+                q_in=mixer.q_proj(h),
+                k_in=mixer.k_proj(h),
+                v_in=mixer.v_proj(h),
+                w_q=mixer.q_conv1d.weight,
+                w_k=mixer.k_conv1d.weight,
+                w_v=mixer.v_conv1d.weight,
+                a=mixer.a_proj(h),
+                b=mixer.b_proj(h),
+                A_log=mixer.A_log,
+                dt_bias=mixer.dt_bias,
+                gate=mixer.g_proj(h),
+                o_norm_weight=mixer.o_norm.weight,
+                eps=mixer.o_norm.eps,
+                **oracle,
+            )
+            # the mixer keeps an fp32 state even for an fp64 model
+            assert_close(f"output (step {step})", mixer.o_proj(y), expected, rtol=1e-6)
+        assert_close(f"state (step {step})", oracle["state"], cache.state, rtol=1e-6)
+        for name in ("conv_q", "conv_k", "conv_v"):
+            assert torch.equal(oracle[name], getattr(cache, name)), f"{name} differs after step {step}"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton (pip install lt2[triton])")
+def test_argument_checks_name_the_bad_argument():
+    """Checks run before any launch, so this needs triton importable but not the interpreter."""
+    from lt2.kernels.gdn_decode import fused_gdn_decode_step
+
+    good = step_inputs(torch.Generator().manual_seed(0), 2, 2, 8, 16, 4)
+    bad = [
+        (dict(state=good["state"].double()), r"state must be \[B, H, Dk, Dv\] fp32"),
+        (dict(state=torch.zeros(2, 2, 300, 16)), r"Dk=300 > 256"),
+        (dict(q_in=good["q_in"][:, :8]), r"q_in must have shape \[2, 16\] for B=2, H=2, Dk=8, Dv=16, K=4"),
+        (dict(conv_v=good["conv_v"][:, :2]), r"conv_v must have shape \[2, 3, 32\]"),
+        (dict(w_k=good["w_k"][:, :3]), r"w_k must have shape \[16, 4\]"),
+        (dict(a=good["a"][:, :1]), r"a must have shape \[2, 2\]"),
+        (dict(gate=good["gate"][:1]), r"gate must have shape \[2, 32\]"),
+        (dict(o_norm_weight=torch.ones(8)), r"o_norm_weight must have shape \[16\]"),
+        (dict(v_in=good["v_in"].double()), r"q_in, k_in and v_in must share one dtype"),
+        (dict(conv_q=good["conv_q"].transpose(1, 2).contiguous().transpose(1, 2)), r"conv_q is updated in place"),
+        (dict(a=good["a"].long()), r"a must be a floating-point tensor"),
+        (dict(eps=0.0), r"eps must be > 0"),
+        (dict(q_in=good["q_in"].clone().requires_grad_()), r"no backward"),
+    ]
+    for override, message in bad:
+        with pytest.raises(ValueError, match=message):
+            fused_gdn_decode_step(**(good | override))
