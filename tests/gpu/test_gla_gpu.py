@@ -8,6 +8,8 @@ and through the model, prefill + decode == forward on fla and a CUDA-graph-repla
 Tolerances are relative RMS errors (bf16 inputs: ~1e-2).
 
 Run (on a CUDA machine with flash-linear-attention installed): pytest -m gpu tests/gpu/test_gla_gpu.py
+Cold, the file takes ~20 minutes on an H100, nearly all of it Triton compiling and autotuning fla's kernels
+for each new specialisation (the slowest test ~130 s); warm, under a minute. Give it a generous timeout.
 """
 
 from __future__ import annotations

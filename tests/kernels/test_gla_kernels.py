@@ -176,7 +176,7 @@ def test_bad_shapes_raise_value_errors_naming_them():
 @pytest.mark.parametrize("fn", [fla_chunk_gla, fla_fused_recurrent_gla], ids=["chunk", "fused_recurrent"])
 def test_fla_glue_refuses_cpu_tensors_with_advice(fn):
     q, k, v, g, _ = make_inputs("head", 4, torch.float32)
-    with pytest.raises(ValueError, match="CUDA only.*use chunk_gla"):
+    with pytest.raises(ValueError, match=r"CUDA only.*use chunk_gla"):
         fn(q, k, v, g)
 
 
