@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lt2.kernels import backend
+from lt2.kernels import decode_attention as decode_kernels  # Triton loads on first use
 from lt2.kernels.flex import flex_causal_attention
 from lt2.mixers.base import SeqInfo
 from lt2.model.layers import apply_rope, rope_frequencies
@@ -120,6 +121,8 @@ class Attention(nn.Module):
         if q.shape[1] > 1 and seq.start is not None:  # prefill: read only the slots written so far
             end = seq.start + q.shape[1]
             keys, values, key_valid = cache.k[:, :end], cache.v[:, :end], seq.key_mask[:, :end]
+        elif backend.use_fast(q, "triton"):  # decode: split-KV kernel reading only the written slots
+            return decode_kernels.decode_attention(q[:, 0], cache.k, cache.v, seq.length, seq.key_mask)[:, None]
         else:  # decode: the whole static buffer, masked (graph-capturable)
             keys, values, key_valid = cache.k, cache.v, seq.key_mask
         k_slots = torch.arange(keys.shape[1], device=q.device)
@@ -127,7 +130,13 @@ class Attention(nn.Module):
         return masked_attention(q, keys.to(q.dtype), values.to(q.dtype), mask)
 
     def _attend_ring(self, q, k, v, seq: SeqInfo, cache: KVCache, window: int) -> torch.Tensor:
-        size = cache.k.shape[1]
+        if q.shape[1] == 1 and backend.use_fast(q, "triton"):
+            # decode: write the new token first (the entry it replaces is outside the window), then attend
+            self._write_ring(k, v, seq.slots, cache)
+            o = decode_kernels.decode_attention(
+                q[:, 0], cache.k, cache.v, seq.length, seq.key_mask, window=window, slot_of=cache.slot_of
+            )
+            return o[:, None]
         old_slots = cache.slot_of
         old_valid = (old_slots >= 0)[None] & seq.key_mask.gather(1, old_slots.clamp(min=0).expand(q.shape[0], -1))
         new_valid = seq.key_mask.index_select(1, seq.slots)
@@ -135,14 +144,19 @@ class Attention(nn.Module):
         values = torch.cat([cache.v.to(q.dtype), v], dim=1)
         mask = visibility(seq.slots, torch.cat([old_slots, seq.slots]), window, torch.cat([old_valid, new_valid], 1))
         out = masked_attention(q, keys, values, mask)
-        # Keep the last `size` tokens of this call in the ring (a longer prefill overwrites it whole).
-        keep = min(q.shape[1], size)
-        slots = seq.slots[-keep:]
+        self._write_ring(k, v, seq.slots, cache)
+        return out
+
+    @staticmethod
+    def _write_ring(k: torch.Tensor, v: torch.Tensor, slots: torch.Tensor, cache: KVCache) -> None:
+        """Keep the last `size` tokens of this call in the ring (a longer prefill overwrites it whole)."""
+        size = cache.k.shape[1]
+        keep = min(k.shape[1], size)
+        slots = slots[-keep:]
         ring = slots % size
         cache.k.index_copy_(1, ring, k[:, -keep:].to(cache.k.dtype))
         cache.v.index_copy_(1, ring, v[:, -keep:].to(cache.v.dtype))
         cache.slot_of.index_copy_(0, ring, slots)
-        return out
 
 
 def masked_attention_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

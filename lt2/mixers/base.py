@@ -37,6 +37,8 @@ class SeqInfo:
     slots: [T] long, the cache slots this call writes (cached calls only).
     key_mask: [B, max_len] bool, cache slots that hold real tokens, this call's included (cached calls).
     start: host copy of slots[0] for prefill paths that slice; None inside a captured decode step.
+    length: [1] long device tensor, slots written once this call's tokens are in (one-token decode only,
+        for kernels that read the valid length on the device).
     """
 
     positions: torch.Tensor
@@ -45,6 +47,7 @@ class SeqInfo:
     slots: torch.Tensor | None = None
     key_mask: torch.Tensor | None = None
     start: int | None = None
+    length: torch.Tensor | None = None
 
     @property
     def cached(self) -> bool:

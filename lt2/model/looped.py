@@ -220,7 +220,12 @@ class LoopedLM(nn.Module):
         logits = 0.0
         for member in state.members:
             member.key_mask.index_fill_(1, member.index, True)
-            seq = SeqInfo(positions=member.positions[:, None], slots=member.index, key_mask=member.key_mask)
+            seq = SeqInfo(
+                positions=member.positions[:, None],
+                slots=member.index,
+                key_mask=member.key_mask,
+                length=member.index + 1,
+            )
             logits = logits + self.output(self.hidden_states(token[:, None], seq, member))[:, -1]
             member.positions += 1
             member.index += 1
