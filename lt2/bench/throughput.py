@@ -14,6 +14,7 @@ real values. An out-of-memory point is recorded as OOM, not raised: the OOM fron
 from __future__ import annotations
 
 import gc
+import json
 import time
 from dataclasses import asdict, dataclass
 
@@ -120,6 +121,10 @@ def measure_point(
         del decoder
         _release()
         return ThroughputPoint(name, batch, ctx, "OOM")
+    except Exception as err:  # a kernel failure is a result too: record it, measure the other points
+        del decoder
+        _release()
+        return ThroughputPoint(name, batch, ctx, f"error: {type(err).__name__}: {str(err)[:200]}")
     info = model_info(model.args, ctx)
     step_bytes = decode_step_bytes(model.args, info, batch, ctx + decode_steps // 2)
     roofline = batch / (step_bytes / bandwidth)
@@ -162,6 +167,7 @@ def run_throughput(
             for ctx in contexts:
                 point = measure_point(model, recipe.name, batch, ctx, decode_steps, bandwidth, prefill_chunk)
                 print(format_point(point), flush=True)
+                print("POINT " + json.dumps(asdict(point)), flush=True)  # machine-readable, survives a kill
                 points.append(point)
         del model
         _release()
@@ -186,7 +192,6 @@ def points_as_rows(points: list[ThroughputPoint]) -> list[dict]:
 
 def write_throughput(points: list[ThroughputPoint], facts: dict, out_csv: str, recipes: list[Recipe], inputs) -> None:
     """The CSV (one row per point) and a JSON record beside it, each with its provenance sidecar."""
-    import json
     from pathlib import Path
 
     import pandas as pd

@@ -124,7 +124,13 @@ def run_verify(patterns: list[str], recipes_dir: str, batch: int = 2, seq_len: i
     device = torch.device("cuda")
     checks = []
     for pattern in patterns:
-        for check in verify_case(pattern, case_args(pattern, recipes_dir, seq_len), batch, seq_len, device):
+        try:
+            case_checks = verify_case(pattern, case_args(pattern, recipes_dir, seq_len), batch, seq_len, device)
+        except Exception as err:  # record the failure and go on with the other cases
+            case_checks = [
+                Check(pattern, "error", float("inf"), float("inf"), 0.0, f"{type(err).__name__}: {err}"[:300])
+            ]
+        for check in case_checks:
             print(format_check(check), flush=True)
             checks.append(check)
         torch.cuda.empty_cache()
