@@ -154,11 +154,23 @@ def small_model(pattern: str, dtype=torch.float32) -> LoopedLM:
     return model.cuda().to(dtype).eval()
 
 
+@pytest.fixture
+def exact_fp32_matmuls():
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32 = previous
+
+
+# fp32 models. DSA's kernels use exact fp32 products, so only the order of sums differs between paths;
+# fla's NSA kernels multiply in tf32, and decode runs the fp32 reference, so NSA gets a looser bound.
+DECODE_RTOL = {"dsa": 1e-3, "nsa": 1e-2}
+
+
 @pytest.mark.parametrize("pattern", [pytest.param("dsa", marks=needs_triton), pytest.param("nsa", marks=needs_fla)])
-def test_decode_equals_forward_and_graph_replay(pattern):
+def test_decode_equals_forward_and_graph_replay(pattern, exact_fp32_matmuls):
     from lt2.infer.decoder import Decoder
 
-    torch.backends.cuda.matmul.allow_tf32 = False
     model = small_model(pattern)
     gen = torch.Generator(device="cuda").manual_seed(0)
     tokens = torch.randint(0, 512, (2, 200), generator=gen, device="cuda")
@@ -166,8 +178,8 @@ def test_decode_equals_forward_and_graph_replay(pattern):
         full = model(tokens)
     logits, state = model.prefill(tokens[:, :150], max_len=208)
     steps = [model.step(tokens[:, t], state)[0][:, None] for t in range(150, 200)]
-    # fp32; the fast kernels (fla's NSA uses tf32 products) and the order of sums differ between paths
-    assert_close(f"{pattern} prefill + decode", torch.cat([logits, *steps], 1), full, rtol=2e-3, atol=0)
+    got = torch.cat([logits, *steps], 1)
+    assert_close(f"{pattern} prefill + decode", got, full, rtol=DECODE_RTOL[pattern], atol=0)
 
     eager = Decoder(model, batch=2, max_len=208, cuda_graph=False)
     graph = Decoder(model, batch=2, max_len=208, cuda_graph=True, warmup=1)

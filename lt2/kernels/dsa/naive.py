@@ -38,8 +38,9 @@ def _selected_scores(q: torch.Tensor, k: torch.Tensor, indices: torch.Tensor, sc
     H = k.shape[2]
     ct = compute_dtype(q)
     rows = torch.arange(B, device=q.device)[:, None, None]
-    k_sel = k[rows, indices.clamp(min=0).long()]  # [B, Tq, S, H, D]
-    scores = torch.einsum("bqhgd,bqshd->bqhgs", q.view(B, Tq, H, HQ // H, D).to(ct), k_sel.to(ct)) * scale
+    # upcast before gathering: the gather's backward sums every query's contribution to a key, in fp32
+    k_sel = k.to(ct)[rows, indices.clamp(min=0).long()]  # [B, Tq, S, H, D]
+    scores = torch.einsum("bqhgd,bqshd->bqhgs", q.view(B, Tq, H, HQ // H, D).to(ct), k_sel) * scale
     return scores.masked_fill((indices < 0)[:, :, None, None, :], float("-inf"))
 
 
@@ -62,7 +63,7 @@ def naive_sparse_attention(
     lse = scores.logsumexp(-1)  # [B, Tq, H, G]
     probs = (scores - lse[..., None]).exp()
     rows = torch.arange(B, device=q.device)[:, None, None]
-    v_sel = v[rows, indices.clamp(min=0).long()].to(probs.dtype)  # [B, Tq, S, H, D]
+    v_sel = v.to(probs.dtype)[rows, indices.clamp(min=0).long()]  # [B, Tq, S, H, D]
     o = torch.einsum("bqhgs,bqshd->bqhgd", probs, v_sel)
     return o.reshape(B, Tq, HQ, D).to(q.dtype), lse.reshape(B, Tq, HQ)
 
