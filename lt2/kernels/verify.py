@@ -76,27 +76,33 @@ def _loss(model: LoopedLM, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Te
 
 def verify_case(pattern: str, args: ModelArgs, batch: int, seq_len: int, device: torch.device) -> list[Check]:
     torch.manual_seed(0)
-    ref = LoopedLM(args).to(device)
-    ref.init_weights()
-    _perturb_zero_inits(ref, 0)
     fast = LoopedLM(args).to(device)
-    fast.load_state_dict(ref.state_dict())
+    fast.init_weights()
+    _perturb_zero_inits(fast, 0)
     fast = fast.to(torch.bfloat16)
+    # The reference runs in fp32 on the *same* (bf16-rounded) weights: the comparison measures the kernels'
+    # arithmetic, not the rounding of the weights.
+    ref = LoopedLM(args).to(device)
+    ref.load_state_dict({k: v.float() for k, v in fast.state_dict().items()})
     tokens = torch.randint(0, args.vocab_size, (batch, seq_len + 1), device=device)
 
     with backend.reference():
         ref_logits, ref_loss = _loss(ref, tokens)
         ref_loss.backward()
     fast_logits, fast_loss = _loss(fast, tokens)
-    fast_loss.backward()
     out = [Check(pattern, "forward", **error_stats(fast_logits.float(), ref_logits), tolerance=TOLERANCE["forward"])]
-    worst = ("", -1.0, 0.0)
-    ref_params = dict(ref.named_parameters())
-    for name, p in fast.named_parameters():
-        stats = error_stats(p.grad.float(), ref_params[name].grad)
-        if stats["rel_rms"] > worst[1]:
-            worst = (name, stats["rel_rms"], stats["max_abs"])
-    out.append(Check(pattern, "backward", worst[1], worst[2], TOLERANCE["backward"], worst=worst[0]))
+    try:
+        fast_loss.backward()
+    except RuntimeError as err:  # e.g. fla refusing a gated backward on this Triton/GPU: a result, not a crash
+        out.append(Check(pattern, "backward", float("inf"), float("inf"), TOLERANCE["backward"], str(err)[:200]))
+    else:
+        worst = ("", -1.0, 0.0)
+        ref_params = dict(ref.named_parameters())
+        for name, p in fast.named_parameters():
+            stats = error_stats(p.grad.float(), ref_params[name].grad)
+            if stats["rel_rms"] > worst[1]:
+                worst = (name, stats["rel_rms"], stats["max_abs"])
+        out.append(Check(pattern, "backward", worst[1], worst[2], TOLERANCE["backward"], worst=worst[0]))
 
     fast.eval()
     with torch.no_grad():
