@@ -1,0 +1,195 @@
+"""What the delta-rule mixers (gdn, kda, deltanet) share: projections, short convolutions, the cache, the
+choice of kernel and the gated output norm. Each family adds only its decay and its output gate.
+
+    q, k = l2norm(silu(conv(W_q x))), l2norm(silu(conv(W_k x)))      [B, T, H, Dk]
+    v    = silu(conv(W_v x))                                           [B, T, H, Dv], Dv = expand_v * Dk
+    beta = sigmoid(W_b x)                                              [B, T, H]
+    g    = family decay (log space) or None                            [B, T, H] | [B, T, H, Dk]
+    o    = delta_rule(q, k, v, beta, g)                                [B, T, H, Dv]
+    y    = W_o (RMSNorm_per_head(o) * act(gate(x)))                    [B, T, C]
+
+Parameter names follow fla 0.6's layers (q_proj, k_proj, v_proj, b_proj, q_conv1d, ..., o_norm, o_proj),
+so that fla checkpoints map by name; fla's conv weights are [C, 1, size] where ours are [C, size].
+
+Kernels: on CUDA with fla installed, fla's chunked kernels (training, prefill) and its recurrent kernel
+(one-token decode); elsewhere `chunk_delta_rule` and the per-token oracle, in PyTorch.
+
+Left padding: the block zeroes the mixer input at pads, so q = k = v = 0 there (no biases, silu(0) = 0,
+l2norm(0) = 0); a zero key writes nothing and the state stays exactly zero until the first real token,
+whatever the decay.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lt2.kernels import backend
+from lt2.kernels.delta_rule import (
+    chunk_delta_rule,
+    fla_chunk_delta_rule,
+    fla_fused_recurrent_delta_rule,
+    naive_recurrent_delta_rule,
+)
+from lt2.mixers.base import SeqInfo, ShortConv
+from lt2.model.pattern import MixerSpec
+
+# Tokens per chunk of the chunked form; the mixing-FLOPs estimate uses it too (fla's default).
+CHUNK_SIZE = 64
+
+
+@dataclass
+class DeltaRuleCache:
+    """One (loop, layer)'s decode cache, allocated once and updated in place."""
+
+    state: torch.Tensor  # [B, H, Dk, Dv] fp32 recurrent state
+    conv_q: torch.Tensor | None  # [B, conv_size - 1, H * Dk] last inputs of the q convolution (None: no conv)
+    conv_k: torch.Tensor | None  # [B, conv_size - 1, H * Dk]
+    conv_v: torch.Tensor | None  # [B, conv_size - 1, H * Dv]
+
+
+class GatedRMSNorm(nn.Module):
+    """Per-head RMSNorm of o [B, T, H, D] with one weight [D] shared by the heads, times act(gate) if given.
+
+    Computed in fp32 and cast back, as fla's FusedRMSNormGated does; `weight` matches fla's o_norm.weight.
+    """
+
+    def __init__(self, dim: int, eps: float, activation: str = "silu"):
+        super().__init__()
+        if activation not in ("silu", "sigmoid"):
+            raise ValueError(f"gate activation must be 'silu' or 'sigmoid', got {activation!r}")
+        self.eps, self.activation = eps, activation
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)
+
+    def forward(self, o: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:
+        y = F.rms_norm(o.float(), (o.shape[-1],), self.weight.float(), self.eps)
+        if gate is not None:
+            gate = gate.float()
+            y = y * (F.silu(gate) if self.activation == "silu" else torch.sigmoid(gate))
+        return y.to(o.dtype)
+
+
+def inverse_softplus_dt(n: int, dt_min: float = 0.001, dt_max: float = 0.1, floor: float = 1e-4) -> torch.Tensor:
+    """[n] biases b with softplus(b) log-uniform in [dt_min, dt_max]: Mamba2's dt init, which fla uses."""
+    dt = torch.exp(torch.rand(n) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=floor)
+    return dt + torch.log(-torch.expm1(-dt))
+
+
+class DeltaRuleMixer(nn.Module):
+    """The delta rule without decay (DeltaNet) and the base of GatedDeltaNet and KimiDeltaAttention.
+
+    Families override `log_decay` (default: no decay) and `output_layers` (default: silu gate when use_gate).
+    """
+
+    def __init__(self, args, layer_idx: int):
+        super().__init__()
+        lin = args.linear
+        self.layer_idx = layer_idx
+        self.n_heads, self.head_dim = lin.n_heads, lin.head_dim
+        if self.n_heads < 1 or self.head_dim < 1:
+            raise ValueError(f"linear n_heads and head_dim must be >= 1, got {self.n_heads} and {self.head_dim}")
+        value_dim = self.head_dim * lin.expand_v
+        if value_dim != int(value_dim) or value_dim < 1:
+            raise ValueError(
+                f"linear.expand_v = {lin.expand_v} times head_dim = {self.head_dim} gives value head dim "
+                f"{value_dim}, which is not a positive integer"
+            )
+        if lin.conv_size < 0:
+            raise ValueError(f"linear.conv_size must be >= 0 (0 disables the short convolution), got {lin.conv_size}")
+        self.head_v_dim = int(value_dim)
+        self.key_dim, self.value_dim = self.n_heads * self.head_dim, self.n_heads * self.head_v_dim
+        self.q_proj = nn.Linear(args.dim, self.key_dim, bias=False)
+        self.k_proj = nn.Linear(args.dim, self.key_dim, bias=False)
+        self.v_proj = nn.Linear(args.dim, self.value_dim, bias=False)
+        self.b_proj = nn.Linear(args.dim, self.n_heads, bias=False)
+        self.conv_size = lin.conv_size
+        if self.conv_size > 0:
+            self.q_conv1d = ShortConv(self.key_dim, self.conv_size)
+            self.k_conv1d = ShortConv(self.key_dim, self.conv_size)
+            self.v_conv1d = ShortConv(self.value_dim, self.conv_size)
+        else:
+            self.q_conv1d = self.k_conv1d = self.v_conv1d = None
+        self.g_proj, self.o_norm = self.output_layers(args)
+        self.o_proj = nn.Linear(self.value_dim, args.dim, bias=False)
+
+    # ------------------------------------------------------------ family hooks
+    def output_layers(self, args) -> tuple[nn.Module | None, GatedRMSNorm]:
+        """The output gate's projection (None: no gate) and the norm; here silu(W_g x) when use_gate."""
+        g_proj = nn.Linear(args.dim, self.value_dim, bias=False) if args.linear.use_gate else None
+        return g_proj, GatedRMSNorm(self.head_v_dim, args.linear.norm_eps, activation="silu")
+
+    def log_decay(self, x: torch.Tensor) -> torch.Tensor | None:
+        """x [B, T, C] -> log decay g (fp32, <= 0), [B, T, H] or [B, T, H, Dk]; None for no decay."""
+        return None
+
+    def output_gate(self, x: torch.Tensor) -> torch.Tensor | None:
+        """x [B, T, C] -> gate [B, T, H, Dv] fed to o_norm's activation, or None."""
+        if self.g_proj is None:
+            return None
+        return self.g_proj(x).view(*x.shape[:2], self.n_heads, self.head_v_dim)
+
+    # ------------------------------------------------------------------ cache
+    def init_cache(self, batch: int, max_len: int, device, dtype, spec: MixerSpec) -> DeltaRuleCache:
+        """Fixed-size cache for `batch` sequences; `max_len` does not matter for a recurrent state."""
+        state = torch.zeros(batch, self.n_heads, self.head_dim, self.head_v_dim, device=device, dtype=torch.float32)
+        if self.q_conv1d is None:
+            return DeltaRuleCache(state, None, None, None)
+        convs = (conv.init_cache(batch, device, dtype) for conv in (self.q_conv1d, self.k_conv1d, self.v_conv1d))
+        return DeltaRuleCache(state, *convs)
+
+    def mixing_flops(self, context: int, spec: MixerSpec) -> float:
+        """Forward sequence-mixing FLOPs per token, excluding projections: the chunked form's matmuls.
+
+        Per head and token, with chunk C: Q K^T and K K^T (2 * 2C Dk), the UT solve's right-hand sides
+        (2C (Dv + Dk)), P U (2C Dv), and the three state products W S, (Q e^G) S, K^T U (3 * 2 Dk Dv).
+        Independent of `context`: that is the point of a linear mixer.
+        """
+        dk, dv, c = self.head_dim, self.head_v_dim, CHUNK_SIZE
+        return float(self.n_heads * (4 * c * dk + 2 * c * (dv + dk) + 2 * c * dv + 6 * dk * dv))
+
+    # ---------------------------------------------------------------- forward
+    def _use_fla(self, x: torch.Tensor, g: torch.Tensor | None) -> bool:
+        # fla's chunk_delta_rule (no decay) refuses fp32 inputs; fp32 DeltaNet on CUDA runs the reference.
+        return backend.use_fast(x, "fla") and not (g is None and x.dtype == torch.float32)
+
+    def _qkv(self, x: torch.Tensor, seq: SeqInfo, cache: DeltaRuleCache | None):
+        B, T, _ = x.shape
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        if self.q_conv1d is None:  # no short convolution: just the activation, as fla does
+            q, k, v = F.silu(q), F.silu(k), F.silu(v)
+        else:
+            cu = seq.cu_seqlens
+            q = self.q_conv1d(q, cu, cache.conv_q if cache is not None else None)
+            k = self.k_conv1d(k, cu, cache.conv_k if cache is not None else None)
+            v = self.v_conv1d(v, cu, cache.conv_v if cache is not None else None)
+        H = self.n_heads
+        return q.view(B, T, H, self.head_dim), k.view(B, T, H, self.head_dim), v.view(B, T, H, self.head_v_dim)
+
+    def forward(self, x: torch.Tensor, seq: SeqInfo, cache: DeltaRuleCache | None, spec: MixerSpec) -> torch.Tensor:
+        """x [B, T, C] (or [1, total, C] with seq.cu_seqlens) -> [B, T, C]; `cache` continues the sequence in place."""
+        B, T, _ = x.shape
+        q, k, v = self._qkv(x, seq, cache)  # [B, T, H, Dk], [B, T, H, Dk], [B, T, H, Dv]
+        beta = torch.sigmoid(self.b_proj(x))  # [B, T, H]
+        g = self.log_decay(x)
+        fast = self._use_fla(x, g)
+        kwargs = dict(g=g, use_qk_l2norm=True)
+        if cache is None:
+            chunked = fla_chunk_delta_rule if fast else chunk_delta_rule
+            o, _ = chunked(q, k, v, beta, cu_seqlens=seq.cu_seqlens, **kwargs)
+        else:
+            if T == 1:  # decode: one step, tensors only (CUDA-graph capturable)
+                step = fla_fused_recurrent_delta_rule if fast else naive_recurrent_delta_rule
+                o, state = step(q, k, v, beta, initial_state=cache.state, output_final_state=True, **kwargs)
+            else:  # prefill, possibly onto an existing cache
+                chunked = fla_chunk_delta_rule if fast else chunk_delta_rule
+                o, state = chunked(q, k, v, beta, initial_state=cache.state, output_final_state=True, **kwargs)
+            cache.state.copy_(state)
+        o = self.o_norm(o, self.output_gate(x))  # [B, T, H, Dv]
+        return self.o_proj(o.reshape(B, T, self.value_dim))
