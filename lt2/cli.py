@@ -52,9 +52,32 @@ def _add_bench_train(cmds) -> None:
     p.set_defaults(func=cmd_bench_train)
 
 
+def cmd_bench_throughput(a: argparse.Namespace) -> int:
+    from lt2.bench.throughput import parse_sizes, run_throughput, write_throughput
+    from lt2.config import load_recipe
+
+    recipes = [load_recipe(path, a.overrides) for path in a.recipes]
+    points, facts = run_throughput(recipes, parse_sizes(a.batch), parse_sizes(a.ctx), a.decode_steps, a.prefill_chunk)
+    write_throughput(points, facts, a.out, recipes, inputs=a.recipes)
+    return 0
+
+
+def _add_bench_throughput(cmds) -> None:
+    p = cmds.add_parser("throughput", help="prefill/decode tokens/s vs context with the HBM roofline (CUDA)")
+    p.add_argument("recipes", nargs="+", help="recipe YAMLs measured side by side in one run")
+    p.add_argument("--batch", default="1,8", help="batch sizes, e.g. 1,8")
+    p.add_argument("--ctx", default="1k,2k,4k,8k,16k,32k", help="context lengths, e.g. 1k,8k,32768")
+    p.add_argument("--decode-steps", type=int, default=32, help="timed decode steps per point")
+    p.add_argument("--prefill-chunk", type=int, default=8192, help="prefill in chunks of this many tokens")
+    p.add_argument("--set", dest="overrides", action="append", default=[], help="override for every recipe")
+    p.add_argument("--out", required=True, help="CSV of the points (a JSON record is written beside it)")
+    p.set_defaults(func=cmd_bench_throughput)
+
+
 def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks (each prints a table and writes one JSON record)")
     cmds = p.add_subparsers(dest="bench_command", required=True, metavar="<bench>")
+    _add_bench_throughput(cmds)
     _add_bench_train(cmds)
 
 
@@ -277,6 +300,84 @@ def _add_train(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
+# ------------------------------------------------------------------ generate
+def cmd_generate(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from lt2.data.tokenizer import Tokenizer
+    from lt2.infer.generate import generate
+    from lt2.infer.sampling import SamplingArgs
+    from lt2.model import LoopedLM
+
+    device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    source = Path(a.model)
+    if source.is_dir():
+        model = LoopedLM.from_pretrained(source, device=device)
+    else:  # a recipe: random weights, for smoke tests and speed
+        from lt2.config import load_recipe
+
+        model = LoopedLM(load_recipe(source).model).to(device)
+        model.init_weights()
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[a.dtype]
+    model = model.to(dtype).eval()
+    tokenizer_dir = a.tokenizer or (source / "tokenizer" if source.is_dir() else None)
+    if tokenizer_dir is None or not Path(tokenizer_dir).is_dir():
+        raise ValueError("generation needs a tokenizer: pass --tokenizer DIR (or a model dir with a tokenizer/)")
+    sampling = SamplingArgs(temperature=a.temperature, top_p=a.top_p, max_new_tokens=a.max_new_tokens, seed=a.seed)
+    texts = generate(model, Tokenizer.load(tokenizer_dir), a.prompt, sampling, tuple(a.stop))
+    for prompt, text in zip(a.prompt, texts, strict=True):
+        print(f"### {prompt}\n{text}")
+    return 0
+
+
+def _add_generate(sub) -> None:
+    p = sub.add_parser("generate", help="sample text from an exported model (or a recipe with random weights)")
+    p.add_argument("model", help="model directory (lt2 export / train --out) or recipe YAML")
+    p.add_argument("--prompt", action="append", required=True, help="a prompt; repeat for a batch")
+    p.add_argument("--tokenizer", default=None, help="tokenizer directory (default: <model>/tokenizer)")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--stop", action="append", default=[], help="stop string; repeatable")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", choices=["bf16", "fp32"], default="fp32")
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    p.set_defaults(func=cmd_generate)
+
+
+# ------------------------------------------------------------ verify-kernels
+def cmd_verify_kernels(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import pandas as pd
+
+    from lt2.kernels.verify import CASES, rows, run_verify
+    from lt2.report import provenance
+
+    patterns = a.cases or list(CASES)
+    checks = run_verify(patterns, a.recipes, a.batch, a.seq_len)
+    out = Path(a.out)
+    config = {"cases": patterns, "batch": a.batch, "seq_len": a.seq_len}
+    recipe_files = sorted(str(p) for p in Path(a.recipes).glob("600M/*.yaml"))
+    with provenance.record([out], inputs=recipe_files, config=config):
+        provenance.atomic_write_text(out, pd.DataFrame(rows(checks)).to_csv(index=False))
+    failed = [c for c in checks if not c.ok]
+    print(f"{len(checks) - len(failed)}/{len(checks)} checks within tolerance")
+    return 1 if failed else 0
+
+
+def _add_verify_kernels(sub) -> None:
+    p = sub.add_parser("verify-kernels", help="CUDA fast paths vs pure-PyTorch references at realistic shapes")
+    p.add_argument("--case", dest="cases", action="append", default=[], help="a pattern (default: all)")
+    p.add_argument("--recipes", default="config/recipes", help="recipes folder (mixer settings of the 600M rows)")
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--seq-len", type=int, default=2048)
+    p.add_argument("--out", default="results/numerics/kernels.csv")
+    p.set_defaults(func=cmd_verify_kernels)
+
+
 # -------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lt2", description=__doc__.splitlines()[0])
@@ -286,10 +387,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(sub)
     _add_eval(sub)
     _add_export(sub)
+    _add_generate(sub)
     _add_model_info(sub)
     _add_record(sub)
     _add_report(sub)
     _add_train(sub)
+    _add_verify_kernels(sub)
     return parser
 
 
