@@ -5,6 +5,10 @@
 A_log and dt_bias are initialised as in fla's GatedDeltaNet: exp(A_log) ~ U(0, 16) and softplus(dt_bias)
 log-uniform in [0.001, 0.1]. Output: per-head RMSNorm times silu(W_g x) when use_gate, else the plain norm.
 The 1.3B flagship uses 16 heads of head_dim 96 with expand_v 2.
+
+One-token decode on CUDA runs everything between the input and output projections (short convs, gates,
+state update, gated norm) in one Triton kernel (lt2/kernels/gdn_decode): unfused, that step is ~20 tiny
+launches per layer and loop, which dominate a looped model's decode.
 """
 
 from __future__ import annotations
@@ -13,7 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lt2.mixers.delta import DeltaRuleMixer, inverse_softplus_dt
+from lt2.kernels import (
+    backend,
+    gdn_decode,  # Triton loads on first use
+)
+from lt2.mixers.base import SeqInfo
+from lt2.mixers.delta import DeltaRuleCache, DeltaRuleMixer, inverse_softplus_dt
+from lt2.model.pattern import MixerSpec
 
 
 class GatedDeltaNet(DeltaRuleMixer):
@@ -33,3 +43,32 @@ class GatedDeltaNet(DeltaRuleMixer):
     def log_decay(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, T, C] -> g [B, T, H] fp32."""
         return -self.A_log.float().exp() * F.softplus(self.a_proj(x).float() + self.dt_bias.float())
+
+    def forward(self, x: torch.Tensor, seq: SeqInfo, cache: DeltaRuleCache | None, spec: MixerSpec) -> torch.Tensor:
+        if cache is not None and x.shape[1] == 1 and self.q_conv1d is not None and backend.use_fast(x, "triton"):
+            return self._fused_decode_step(x, cache)
+        return super().forward(x, seq, cache, spec)
+
+    def _fused_decode_step(self, x: torch.Tensor, cache: DeltaRuleCache) -> torch.Tensor:
+        """x [B, 1, C] -> [B, 1, C]: the fused kernel between the projections; caches updated in place."""
+        h = x[:, 0]
+        y = gdn_decode.fused_gdn_decode_step(
+            q_in=self.q_proj(h),
+            k_in=self.k_proj(h),
+            v_in=self.v_proj(h),
+            conv_q=cache.conv_q,
+            conv_k=cache.conv_k,
+            conv_v=cache.conv_v,
+            w_q=self.q_conv1d.weight,
+            w_k=self.k_conv1d.weight,
+            w_v=self.v_conv1d.weight,
+            a=self.a_proj(h),
+            b=self.b_proj(h),
+            A_log=self.A_log,
+            dt_bias=self.dt_bias,
+            gate=self.g_proj(h) if self.g_proj is not None else None,
+            o_norm_weight=self.o_norm.weight,
+            eps=self.o_norm.eps,
+            state=cache.state,
+        )
+        return self.o_proj(y)[:, None]
