@@ -21,7 +21,6 @@ whatever the decay.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -36,6 +35,7 @@ from lt2.kernels.delta_rule import (
     naive_recurrent_delta_rule,
 )
 from lt2.mixers.base import SeqInfo, ShortConv
+from lt2.mixers.norms import GatedRMSNorm
 from lt2.model.pattern import MixerSpec
 
 # Tokens per chunk of the chunked form; the mixing-FLOPs estimate uses it too (fla's default).
@@ -50,36 +50,6 @@ class DeltaRuleCache:
     conv_q: torch.Tensor | None  # [B, conv_size - 1, H * Dk] last inputs of the q convolution (None: no conv)
     conv_k: torch.Tensor | None  # [B, conv_size - 1, H * Dk]
     conv_v: torch.Tensor | None  # [B, conv_size - 1, H * Dv]
-
-
-class GatedRMSNorm(nn.Module):
-    """Per-head RMSNorm of o [B, T, H, D] with one weight [D] shared by the heads, times act(gate) if given.
-
-    Computed in fp32 and cast back, as fla's FusedRMSNormGated does; `weight` matches fla's o_norm.weight.
-    """
-
-    def __init__(self, dim: int, eps: float, activation: str = "silu"):
-        super().__init__()
-        if activation not in ("silu", "sigmoid"):
-            raise ValueError(f"gate activation must be 'silu' or 'sigmoid', got {activation!r}")
-        self.eps, self.activation = eps, activation
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def reset_parameters(self) -> None:
-        nn.init.ones_(self.weight)
-
-    def forward(self, o: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:
-        y = F.rms_norm(o.float(), (o.shape[-1],), self.weight.float(), self.eps)
-        if gate is not None:
-            gate = gate.float()
-            y = y * (F.silu(gate) if self.activation == "silu" else torch.sigmoid(gate))
-        return y.to(o.dtype)
-
-
-def inverse_softplus_dt(n: int, dt_min: float = 0.001, dt_max: float = 0.1, floor: float = 1e-4) -> torch.Tensor:
-    """[n] biases b with softplus(b) log-uniform in [dt_min, dt_max]: Mamba2's dt init, which fla uses."""
-    dt = torch.exp(torch.rand(n) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=floor)
-    return dt + torch.log(-torch.expm1(-dt))
 
 
 class DeltaRuleMixer(nn.Module):

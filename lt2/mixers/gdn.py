@@ -22,7 +22,8 @@ from lt2.kernels import (
     gdn_decode,  # Triton loads on first use
 )
 from lt2.mixers.base import SeqInfo
-from lt2.mixers.delta import DeltaRuleCache, DeltaRuleMixer, inverse_softplus_dt
+from lt2.mixers.delta import DeltaRuleCache, DeltaRuleMixer
+from lt2.mixers.norms import dt_bias_init
 from lt2.model.pattern import MixerSpec
 
 
@@ -38,7 +39,7 @@ class GatedDeltaNet(DeltaRuleMixer):
     def reset_parameters(self) -> None:
         with torch.no_grad():
             self.A_log.copy_(torch.empty_like(self.A_log).uniform_(0, 16).log())
-            self.dt_bias.copy_(inverse_softplus_dt(self.n_heads))
+            self.dt_bias.copy_(dt_bias_init(self.n_heads))
 
     def log_decay(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, T, C] -> g [B, T, H] fp32."""

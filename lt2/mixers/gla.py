@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lt2.kernels import backend
@@ -34,35 +33,6 @@ class GLACache:
 
     state: torch.Tensor  # [B, H, Dk, Dv] recurrent state, fp32 (fp64 for fp64 models: exact decode tests)
     convs: tuple[torch.Tensor, ...]  # per short convolution, in the mixer's `conv_names` order: [B, size - 1, C]
-
-
-class GatedRMSNorm(nn.Module):
-    """RMSNorm over groups of `group_size` channels with a gate, as fla's RMSNormGated / FusedRMSNormGated.
-
-    x, gate [..., size] -> [..., size]; norm_before_gate: norm(x) * silu(gate) (RetNet), else
-    norm(x * silu(gate)) (Mamba2). Computed in fp32 (fp64 for fp64 inputs) and cast back.
-    """
-
-    def __init__(self, size: int, group_size: int, eps: float, norm_before_gate: bool):
-        super().__init__()
-        if group_size < 1 or size % group_size:
-            raise ValueError(f"norm size {size} does not divide into groups of {group_size}")
-        self.size, self.group_size, self.eps, self.norm_before_gate = size, group_size, eps, norm_before_gate
-        self.weight = nn.Parameter(torch.empty(size))
-
-    def reset_parameters(self) -> None:
-        nn.init.ones_(self.weight)
-
-    def forward(self, x: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:
-        dtype = torch.promote_types(x.dtype, torch.float32)
-        y = x.to(dtype)
-        if gate is not None and not self.norm_before_gate:
-            y = y * F.silu(gate.to(dtype))
-        groups = y.unflatten(-1, (self.size // self.group_size, self.group_size))
-        y = F.rms_norm(groups, (self.group_size,), eps=self.eps).flatten(-2) * self.weight.to(dtype)
-        if gate is not None and self.norm_before_gate:
-            y = y * F.silu(gate.to(dtype))
-        return y.to(x.dtype)
 
 
 class GatedLinearMixer(nn.Module):

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lt2.mixers.delta import DeltaRuleMixer, GatedRMSNorm, inverse_softplus_dt
+from lt2.mixers.delta import DeltaRuleMixer
+from lt2.mixers.norms import GatedRMSNorm, dt_bias_init
 
 
 class KimiDeltaAttention(DeltaRuleMixer):
@@ -40,7 +41,7 @@ class KimiDeltaAttention(DeltaRuleMixer):
     def reset_parameters(self) -> None:
         with torch.no_grad():
             self.A_log.copy_(torch.empty_like(self.A_log).uniform_(1, 16).log())
-            self.dt_bias.copy_(inverse_softplus_dt(self.dt_bias.numel()))
+            self.dt_bias.copy_(dt_bias_init(self.dt_bias.numel()))
 
     def log_decay(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, T, C] -> g [B, T, H, Dk] fp32."""

@@ -20,24 +20,16 @@ chunk is 64 tokens, not 256 (the result does not depend on it).
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from lt2.mixers.base import SeqInfo, ShortConv
-from lt2.mixers.gla import GatedLinearMixer, GatedRMSNorm, GLACache
+from lt2.mixers.gla import GatedLinearMixer, GLACache
+from lt2.mixers.norms import GatedRMSNorm, dt_bias_init
 from lt2.model.pattern import MixerSpec
 
 A_INIT_RANGE = (1.0, 16.0)  # Mamba2's A ~ U(1, 16)
-DT_INIT_FLOOR = 1e-4
-
-
-def dt_bias_init(n: int, dt_min: float, dt_max: float, floor: float = DT_INIT_FLOOR) -> torch.Tensor:
-    """[n] biases b with softplus(b) log-uniform in [dt_min, dt_max] (inverse softplus of the sampled dt)."""
-    dt = torch.exp(torch.rand(n) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=floor)
-    return dt + torch.log(-torch.expm1(-dt))
 
 
 class Mamba2(GatedLinearMixer):
@@ -69,7 +61,7 @@ class Mamba2(GatedLinearMixer):
         self.D = nn.Parameter(torch.empty(H))  # [H] skip connection
         for p in (self.dt_bias, self.A_log, self.D):
             p._no_weight_decay = True  # fla's / mamba_ssm's flag for the optimiser
-        self.norm = GatedRMSNorm(self.d_inner, self.d_inner // m.n_groups, args.norm_eps, norm_before_gate=False)
+        self.norm = GatedRMSNorm(self.d_inner, args.norm_eps, self.d_inner // m.n_groups, norm_before_gate=False)
         self.out_proj = nn.Linear(self.d_inner, args.dim, bias=False)
 
     def reset_parameters(self) -> None:

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from lt2.mixers.base import SeqInfo, ShortConv
-from lt2.mixers.gla import GatedLinearMixer, GatedRMSNorm, GLACache
+from lt2.mixers.gla import GatedLinearMixer, GLACache
+from lt2.mixers.norms import GatedRMSNorm
 from lt2.model.layers import apply_rope, rope_frequencies
 from lt2.model.pattern import MixerSpec
 
@@ -61,7 +62,7 @@ class RetNet(GatedLinearMixer):
             self.v_conv1d = ShortConv(self.value_dim, lin.conv_size)
         else:
             self.q_conv1d = self.k_conv1d = self.v_conv1d = None
-        self.g_norm = GatedRMSNorm(self.head_v_dim, self.head_v_dim, lin.norm_eps, norm_before_gate=True)
+        self.g_norm = GatedRMSNorm(self.head_v_dim, lin.norm_eps)
         self.o_proj = nn.Linear(self.value_dim, args.dim, bias=False)
         self.rope_theta = args.rope_theta
         self.register_buffer("inv_freq", rope_frequencies(Dk, args.rope_theta), persistent=False)

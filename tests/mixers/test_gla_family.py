@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from lt2.mixers.base import SeqInfo
-from lt2.mixers.gla import GatedRMSNorm
 from lt2.mixers.mamba2 import Mamba2
+from lt2.mixers.norms import GatedRMSNorm
 from lt2.mixers.retnet import retention_log_decay
 from lt2.model import left_align
 from lt2.model.pattern import MixerSpec
@@ -329,7 +329,7 @@ def test_retnet_decays_are_one_minus_two_to_the_minus_five_minus_h():
 
 def test_gated_rms_norm_matches_its_formula():
     x, z = torch.randn(3, 12, dtype=torch.float64), torch.randn(3, 12, dtype=torch.float64)
-    norm = GatedRMSNorm(12, 4, eps=1e-5, norm_before_gate=False)
+    norm = GatedRMSNorm(12, eps=1e-5, group_size=4, norm_before_gate=False)
     with torch.no_grad():
         norm.weight.copy_(torch.linspace(0.5, 1.5, 12))
     y = x * F.silu(z)

@@ -10,7 +10,7 @@
 - the shared top-k tie rule and the configuration checks.
 
 Configurations keep sparsity real: DSA top-k < T, NSA block_count > the three forced blocks.
-The hybrid is `interleave:1:1:full:dsa` (gdn has not landed in git yet).
+The hybrid is `interleave:1:1:gdn:dsa`, LT2-hybrid (GDN+DSA) at tiny depth.
 
 Run: pytest tests/mixers/test_sparse.py
 """
@@ -39,7 +39,7 @@ from lt2.testing import assert_close, tiny_model
 NSA = {"n_kv_heads": 2, "block_size": 8, "block_count": 4, "window": 8}
 DSA = {"n_kv_heads": 2, "index_n_heads": 2, "index_head_dim": 8, "topk": 12, "index_loss_coef": 1.0}
 SPARSE = dict(nsa=NSA, dsa=DSA)
-PATTERNS = ["nsa", "dsa", "interleave:1:1:full:dsa"]
+PATTERNS = ["nsa", "dsa", "interleave:1:1:gdn:dsa"]  # the last: LT2-hybrid (GDN+DSA) at tiny depth
 LENGTHS = [1, 63, 64, 65, 127, 128, 129]
 TOL = dict(rtol=1e-9, atol=1e-9)
 
