@@ -10,6 +10,10 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The tests use tiny tensors: one intra-op thread per process avoids waking a thread pool for every small op,
+# which is much slower than the op itself when pytest-xdist already keeps every core busy.
+torch.set_num_threads(1)
+
 
 @pytest.fixture
 def shared_data() -> Path:
