@@ -44,6 +44,11 @@ LENGTHS = [1, 63, 64, 65, 127, 128, 129]
 TOL = dict(rtol=1e-9, atol=1e-9)
 
 
+def tol(pattern: str) -> dict:
+    """fp64 paths are exact to rounding; GDN keeps its recurrent state in fp32 by design (~1e-7 noise)."""
+    return dict(rtol=1e-5, atol=1e-6) if "gdn" in pattern else TOL
+
+
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """Tiny tensors gain nothing from intra-op threads, which only oversubscribe a busy CI runner."""
@@ -174,7 +179,7 @@ def test_prefill_then_decode_equals_forward(pattern, loop_count):
     tokens = torch.randint(0, 97, (2, 30))
     full = model(tokens)
     for splits in ([1], [13], [5, 21], [29]):  # one token, uneven, prefill onto an existing cache, all but one
-        assert_close(f"{pattern} splits={splits}", incremental_logits(model, tokens, splits), full, **TOL)
+        assert_close(f"{pattern} splits={splits}", incremental_logits(model, tokens, splits), full, **tol(pattern))
 
 
 @pytest.mark.parametrize("prompt_len", [63, 64, 65, 127, 128, 129])
@@ -204,8 +209,8 @@ def test_left_padded_rows_equal_each_row_alone(pattern):
     for i, p in enumerate(prompts):
         alone = model(torch.cat([p, nxt[i]])[None])[0]
         n = len(p)
-        assert_close(f"{pattern} row {i} prompt", logits[i, -n:], alone[:n], **TOL)
-        assert_close(f"{pattern} row {i} decode", torch.stack([s[i] for s in steps]), alone[n:], **TOL)
+        assert_close(f"{pattern} row {i} prompt", logits[i, -n:], alone[:n], **tol(pattern))
+        assert_close(f"{pattern} row {i} decode", torch.stack([s[i] for s in steps]), alone[n:], **tol(pattern))
 
 
 @pytest.mark.parametrize("pattern", PATTERNS)
@@ -219,7 +224,7 @@ def test_packed_documents_equal_documents_alone(pattern):
     for row, bounds in ((0, [0, 7, 30, 50]), (1, [0, 45, 50])):
         for a, b in itertools.pairwise(bounds):
             alone = model(tokens[row : row + 1, a:b])[0]
-            assert_close(f"{pattern} row {row} doc {a}:{b}", packed[row, a:b], alone, **TOL)
+            assert_close(f"{pattern} row {row} doc {a}:{b}", packed[row, a:b], alone, **tol(pattern))
 
 
 # -------------------------------------------------------------------------------- training
