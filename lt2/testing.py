@@ -50,7 +50,7 @@ def tiny_args(pattern: str = "full", loop_count: int = 2, **overrides) -> ModelA
         gated_attn=True,
         linear={"n_heads": 2, "head_dim": 8, "expand_v": 2.0},
         mamba2={"head_dim": 8, "d_state": 8, "expand": 2},
-        nsa={"n_kv_heads": 1, "block_size": 8, "block_count": 2, "window": 16},
+        nsa={"n_kv_heads": 1, "block_size": 8, "block_count": 4, "window": 16},  # 4 > the 3 forced blocks
         dsa={"index_n_heads": 2, "index_head_dim": 8, "topk": 12},
     )
     base.update(overrides)

@@ -23,7 +23,7 @@ import torch
 from lt2.config import Recipe
 from lt2.infer.decoder import Decoder
 from lt2.model import LoopedLM
-from lt2.model.costs import decode_step_bytes, model_info
+from lt2.model.costs import decode_step_bytes
 
 
 @dataclass
@@ -125,8 +125,7 @@ def measure_point(
         del decoder
         _release()
         return ThroughputPoint(name, batch, ctx, f"error: {type(err).__name__}: {str(err)[:200]}")
-    info = model_info(model.args, ctx)
-    step_bytes = decode_step_bytes(model.args, info, batch, ctx + decode_steps // 2)
+    step_bytes = decode_step_bytes(model, batch, ctx + decode_steps // 2)
     roofline = batch / (step_bytes / bandwidth)
     point = ThroughputPoint(
         model=name,

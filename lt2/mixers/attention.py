@@ -21,7 +21,7 @@ from torch import nn
 from lt2.kernels import backend
 from lt2.kernels import decode_attention as decode_kernels  # Triton loads on first use
 from lt2.kernels.flex import flex_causal_attention
-from lt2.mixers.base import SeqInfo
+from lt2.mixers.base import SeqInfo, mean_visible_keys
 from lt2.model.layers import apply_rope, rope_frequencies
 from lt2.model.pattern import MixerSpec
 
@@ -86,6 +86,15 @@ class Attention(nn.Module):
         k, v = torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype)
         slot_of = None if spec.window is None else torch.full((size,), -1, device=device, dtype=torch.long)
         return KVCache(k, v, slot_of)
+
+    def mixing_flops(self, context: int, spec: MixerSpec) -> float:
+        """QK^T and AV, 2 FLOPs per multiply-add each, over the keys a causal query sees (within the window)."""
+        return 4.0 * self.n_heads * self.head_dim * mean_visible_keys(context, spec.window)
+
+    def decode_bytes(self, context: int, spec: MixerSpec, dtype: torch.dtype) -> float:
+        """K and V of every visible key are read once (the new token's row written is negligible)."""
+        keys = min(context, spec.window) if spec.window is not None else context
+        return 2.0 * keys * self.n_kv_heads * self.head_dim * dtype.itemsize
 
     def forward(self, x: torch.Tensor, seq: SeqInfo, cache: KVCache | None, spec: MixerSpec) -> torch.Tensor:
         B, T, _ = x.shape

@@ -11,6 +11,9 @@ Mixer contract (every family in lt2/mixers follows it):
 - `cache` is None in training. Otherwise it is this (loop, layer)'s own cache, read and updated in
   place: the call continues the sequence at cache slots `seq.slots`. One-token decode (T == 1) must use
   tensors only (no host syncs, no data-dependent shapes) so that it can be captured in a CUDA graph.
+- `mixing_flops(context, spec)`: forward sequence-mixing FLOPs per token (projections excluded), and
+  `decode_bytes(context, spec, dtype)`: cache bytes one decode step of one sequence must read and write at
+  `context` tokens; lt2/model/costs.py turns them into Table 1 FLOPs and the decode roofline.
 - `reset_parameters()` (optional) initialises only what is special to the mixer (decay ranges, conv
   kernels, zero-init gates); every nn.Linear is initialised by lt2/model/init.py before it runs.
 - Padding is left padding: the model zeroes the mixer input at pad positions, which keeps every
@@ -52,6 +55,31 @@ class SeqInfo:
     @property
     def cached(self) -> bool:
         return self.slots is not None
+
+
+def mean_visible_keys(context: int, limit: int | None = None) -> float:
+    """Mean number of keys a causal query sees over positions 1..context when it sees at most `limit`."""
+    if limit is None or limit >= context:
+        return (context + 1) / 2
+    return (limit * (limit + 1) / 2 + limit * (context - limit)) / context
+
+
+def tensor_bytes(obj) -> int:
+    """Bytes of every tensor in a cache object (tensors, dataclasses, tuples, lists, dicts; meta tensors too)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(o) for o in obj)
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(o) for o in obj.values())
+    if hasattr(obj, "__dataclass_fields__"):
+        return sum(tensor_bytes(getattr(obj, f)) for f in obj.__dataclass_fields__)
+    return 0
+
+
+def recurrent_decode_bytes(mixer, spec, dtype: torch.dtype) -> int:
+    """A recurrent mixer's decode step reads and writes its whole fixed-size cache (state, conv inputs)."""
+    return 2 * tensor_bytes(mixer.init_cache(1, 1, "meta", dtype, spec))
 
 
 def doc_offsets(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:

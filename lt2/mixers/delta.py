@@ -34,7 +34,7 @@ from lt2.kernels.delta_rule import (
     fla_fused_recurrent_delta_rule,
     naive_recurrent_delta_rule,
 )
-from lt2.mixers.base import SeqInfo, ShortConv
+from lt2.mixers.base import SeqInfo, ShortConv, recurrent_decode_bytes
 from lt2.mixers.norms import GatedRMSNorm
 from lt2.model.pattern import MixerSpec
 
@@ -113,6 +113,9 @@ class DeltaRuleMixer(nn.Module):
             return DeltaRuleCache(state, None, None, None)
         convs = (conv.init_cache(batch, device, dtype) for conv in (self.q_conv1d, self.k_conv1d, self.v_conv1d))
         return DeltaRuleCache(state, *convs)
+
+    def decode_bytes(self, context: int, spec: MixerSpec, dtype: torch.dtype) -> float:
+        return float(recurrent_decode_bytes(self, spec, dtype))
 
     def mixing_flops(self, context: int, spec: MixerSpec) -> float:
         """Forward sequence-mixing FLOPs per token, excluding projections: the chunked form's matmuls.

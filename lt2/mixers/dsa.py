@@ -45,7 +45,7 @@ from lt2.kernels.dsa import (
     naive_sparse_attention,
 )
 from lt2.mixers.attention import visibility
-from lt2.mixers.base import SeqInfo, doc_offsets
+from lt2.mixers.base import SeqInfo, doc_offsets, mean_visible_keys
 from lt2.model.layers import apply_rope, rope_frequencies
 from lt2.model.pattern import MixerSpec
 
@@ -55,13 +55,6 @@ class DSACache:
     k: torch.Tensor  # [B, max_len, Hkv, D] main keys (RoPE applied)
     v: torch.Tensor  # [B, max_len, Hkv, D]
     k_index: torch.Tensor  # [B, max_len, DI] indexer keys (normed, RoPE applied)
-
-
-def _mean_min(context: int, limit: int) -> float:
-    """Mean of min(t, limit) over t = 1 .. context (keys a causal query attends to, capped at `limit`)."""
-    if limit >= context:
-        return (context + 1) / 2
-    return (limit * (limit + 1) / 2 + limit * (context - limit)) / context
 
 
 class DeepSeekSparseAttention(nn.Module):
@@ -113,8 +106,13 @@ class DeepSeekSparseAttention(nn.Module):
 
     def mixing_flops(self, context: int, spec: MixerSpec) -> float:
         """Forward FLOPs per token beyond the projections, averaged over a causal sequence of `context`."""
-        indexer = (2 * self.index_head_dim + 2) * self.index_n_heads * _mean_min(context, context)  # q.k, relu, sum
-        return indexer + 4.0 * self.n_heads * self.head_dim * _mean_min(context, self.topk)
+        indexer = (2 * self.index_head_dim + 2) * self.index_n_heads * mean_visible_keys(context)  # q.k, relu, sum
+        return indexer + 4.0 * self.n_heads * self.head_dim * mean_visible_keys(context, self.topk)
+
+    def decode_bytes(self, context: int, spec: MixerSpec, dtype: torch.dtype) -> float:
+        """Every indexer key is read (to score it), then K and V of the top-k selected keys only."""
+        selected = min(context, self.topk)
+        return float(context * self.index_head_dim + 2 * selected * self.n_kv_heads * self.head_dim) * dtype.itemsize
 
     # ------------------------------------------------------------------ pieces
     def _indexer(self, x: torch.Tensor, positions: torch.Tensor):

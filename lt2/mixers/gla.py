@@ -23,7 +23,7 @@ from torch import nn
 from lt2.kernels import backend
 from lt2.kernels.gla import chunk_gla, fla_chunk_gla, fla_fused_recurrent_gla, naive_recurrent_gla
 from lt2.kernels.gla.chunk import CHUNK_SIZE
-from lt2.mixers.base import SeqInfo, ShortConv
+from lt2.mixers.base import SeqInfo, ShortConv, recurrent_decode_bytes
 from lt2.model.pattern import MixerSpec
 
 
@@ -55,6 +55,9 @@ class GatedLinearMixer(nn.Module):
         shape = (batch, self.n_heads, self.head_k_dim, self.head_v_dim)
         state = torch.zeros(shape, device=device, dtype=torch.promote_types(dtype, torch.float32))
         return GLACache(state, tuple(conv.init_cache(batch, device, dtype) for conv in self._convs()))
+
+    def decode_bytes(self, context: int, spec: MixerSpec, dtype: torch.dtype) -> float:
+        return float(recurrent_decode_bytes(self, spec, dtype))
 
     def mixing_flops(self, context: int, spec: MixerSpec) -> float:
         """Forward sequence-mixing FLOPs per token, excluding projections: the chunked form's matmuls.

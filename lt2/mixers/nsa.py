@@ -32,7 +32,7 @@ from torch import nn
 from lt2.kernels import backend
 from lt2.kernels.nsa import fla_nsa, fla_nsa_unsupported, naive_nsa
 from lt2.mixers.attention import visibility
-from lt2.mixers.base import SeqInfo, doc_offsets
+from lt2.mixers.base import SeqInfo, doc_offsets, mean_visible_keys
 from lt2.model.layers import apply_rope, rope_frequencies
 from lt2.model.pattern import MixerSpec
 
@@ -41,13 +41,6 @@ from lt2.model.pattern import MixerSpec
 class NSACache:
     k: torch.Tensor  # [B, max_len, Hkv, D] keys (RoPE applied)
     v: torch.Tensor  # [B, max_len, Hkv, D]
-
-
-def _mean_min(context: int, limit: int) -> float:
-    """Mean of min(t, limit) over t = 1 .. context (keys a causal query attends to, capped at `limit`)."""
-    if limit >= context:
-        return (context + 1) / 2
-    return (limit * (limit + 1) / 2 + limit * (context - limit)) / context
 
 
 class NativeSparseAttention(nn.Module):
@@ -90,9 +83,18 @@ class NativeSparseAttention(nn.Module):
     def mixing_flops(self, context: int, spec: MixerSpec) -> float:
         """Forward FLOPs per token beyond the projections: the three branches' QK^T and AV products."""
         per_key = 4.0 * self.n_heads * self.head_dim
-        compressed = _mean_min(context, context) / self.block_size
-        selected = _mean_min(context, self.block_count * self.block_size)
-        return per_key * (compressed + selected + _mean_min(context, self.window))
+        compressed = mean_visible_keys(context) / self.block_size
+        selected = mean_visible_keys(context, self.block_count * self.block_size)
+        return per_key * (compressed + selected + mean_visible_keys(context, self.window))
+
+    def decode_bytes(self, context: int, spec: MixerSpec, dtype: torch.dtype) -> float:
+        """The algorithm's minimum: compressed blocks, the selected blocks and the window, K and V each.
+
+        This assumes a cache of compressed blocks; the reference decode recomputes them from the full cache,
+        so it reads more than this (the roofline is what a decode step needs, not what this one does).
+        """
+        keys = context / self.block_size + min(context, self.block_count * self.block_size) + min(context, self.window)
+        return 2.0 * keys * self.n_kv_heads * self.head_dim * dtype.itemsize
 
     def _fla(self, q, k, v, gates, cu_seqlens) -> torch.Tensor:
         if self.fla_unsupported:

@@ -7,10 +7,12 @@ meta device (no memory is touched), so they cannot drift from the implementation
                         + sum over (loop, layer) of the mixer's sequence-mixing FLOPs at context L
     train FLOPs/token   = 3 * forward  (backward = 2 * forward)
 
-Sequence mixing per token (forward, averaged over the L positions of a causal sequence):
-    full      4 * H * D * mean_t(t)            = 4 * H * D * (L + 1) / 2
-    window    4 * H * D * mean_t(min(t, W))
-    others    each mixer's `mixing_flops(L, spec)` (recurrent state updates, indexer scores, ...)
+Sequence mixing per token (forward, averaged over the L positions of a causal sequence) is each mixer's
+`mixing_flops(L, spec)`: 4 H D (L + 1) / 2 for full attention, 4 H D mean(min(t, W)) for a window, the
+chunked recurrences' matmuls for linear mixers (independent of L), indexer + top-k attention for DSA.
+
+The decode roofline counts the bytes one step must move at least: every layer's weights once per loop,
+the head once, and each mixer's `decode_bytes` (KV read once, recurrent states read and written).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 from torch import nn
 
 from lt2.config import ModelArgs
+from lt2.mixers.base import tensor_bytes
 
 
 @dataclass
@@ -53,37 +56,10 @@ def meta_model(args: ModelArgs) -> nn.Module:
         return LoopedLM(args)
 
 
-def _mean_visible(context: int, window: int | None) -> float:
-    """Mean number of keys a causal query sees over positions 1..context (within `window`)."""
-    if window is None or window >= context:
-        return (context + 1) / 2
-    return (window * (window + 1) / 2 + window * (context - window)) / context
-
-
-def mixing_flops(mixer: nn.Module, context: int, spec) -> float:
-    """Forward sequence-mixing FLOPs per token of one (loop, layer), excluding projections."""
-    if hasattr(mixer, "mixing_flops"):
-        return float(mixer.mixing_flops(context, spec))
-    # Softmax attention (full / window): QK^T and AV, 2 FLOPs per multiply-add each.
-    return 4.0 * mixer.n_heads * mixer.head_dim * _mean_visible(context, spec.window)
-
-
-def _state_nbytes(obj) -> int:
-    if isinstance(obj, torch.Tensor):
-        return obj.numel() * obj.element_size()
-    if isinstance(obj, (list, tuple)):
-        return sum(_state_nbytes(o) for o in obj)
-    if isinstance(obj, dict):
-        return sum(_state_nbytes(o) for o in obj.values())
-    if hasattr(obj, "__dataclass_fields__"):
-        return sum(_state_nbytes(getattr(obj, f)) for f in obj.__dataclass_fields__)
-    return 0
-
-
 def cache_bytes(model: nn.Module, context: int, dtype: torch.dtype = torch.bfloat16) -> int:
     """Bytes of all (loop, layer) caches of one sequence allocated for `context` slots (meta device)."""
     state = model.allocate_state(1, context, device="meta", dtype=dtype)
-    return _state_nbytes(state.caches)
+    return tensor_bytes(state.caches)
 
 
 def model_info(args: ModelArgs, seq_len: int) -> ModelInfo:
@@ -96,7 +72,7 @@ def model_info(args: ModelArgs, seq_len: int) -> ModelInfo:
     layout = model.layout
     for loop in range(args.loop_count):
         for layer, block in enumerate(model.layers):
-            forward += mixing_flops(block.mixer, seq_len, layout.specs[loop][layer])
+            forward += block.mixer.mixing_flops(seq_len, layout.specs[loop][layer])
     at, after = cache_bytes(model, seq_len), cache_bytes(model, seq_len + 1)
     per_token = after - at
     return ModelInfo(
@@ -114,14 +90,17 @@ def model_info(args: ModelArgs, seq_len: int) -> ModelInfo:
     )
 
 
-def decode_step_bytes(args: ModelArgs, info: ModelInfo, batch: int, context: int, weight_bytes: int = 2) -> float:
-    """HBM bytes one decode step must move at least: every layer's weights once per loop, the head
-    once, each sequence's KV cache read once and its fixed-size states read and written once."""
-    layer_weights = sum(info.layer_params) * weight_bytes * args.loop_count
-    head = args.vocab_size * args.dim * weight_bytes
-    growing = info.cache_bytes_per_token * context * batch
-    fixed = 2 * info.state_bytes * batch
-    return float(layer_weights + head + growing + fixed)
+def decode_step_bytes(model: nn.Module, batch: int, context: int, dtype: torch.dtype = torch.bfloat16) -> float:
+    """HBM bytes one decode step of `batch` sequences at `context` tokens must move at least: every layer's
+    weights once per loop, the head once, and each (loop, layer) mixer's cache traffic per sequence."""
+    layer_weights = sum(p.numel() for p in model.layers.parameters()) * model.args.loop_count
+    head = model.args.vocab_size * model.args.dim
+    caches = sum(
+        block.mixer.decode_bytes(context, model.layout.specs[loop][layer], dtype)
+        for loop in range(model.args.loop_count)
+        for layer, block in enumerate(model.layers)
+    )
+    return float((layer_weights + head) * dtype.itemsize + batch * caches)
 
 
 def _human(n: float, unit: str = "") -> str:
