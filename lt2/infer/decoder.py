@@ -49,6 +49,20 @@ class Decoder:
         self.steps = 0
 
     @torch.no_grad()
+    def reset(self) -> None:
+        """Empty every cache in place for a new batch (same buffers, so a captured graph stays valid).
+
+        Cache tensors start at zero and integer ones (slot indices, e.g. a window ring's) at -1: empty.
+        """
+        for member in self.state.members:
+            for tensor in _tensors(member.caches):
+                tensor.fill_(-1) if tensor.dtype == torch.long else tensor.zero_()
+            member.key_mask.zero_()
+            member.positions.zero_()
+            member.index.zero_()
+            member.length = 0
+
+    @torch.no_grad()
     def prefill(
         self, tokens: torch.Tensor, pad_mask: torch.Tensor | None = None, last_only: bool = False
     ) -> torch.Tensor:
@@ -86,3 +100,14 @@ class Decoder:
             member.length += 1
         self.steps += 1
         return out
+
+
+def _tensors(obj) -> list[torch.Tensor]:
+    """Every tensor of a cache object (tensors, tuples, lists, dataclasses)."""
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, (list, tuple)):
+        return [t for o in obj for t in _tensors(o)]
+    if hasattr(obj, "__dataclass_fields__"):
+        return [t for f in obj.__dataclass_fields__ for t in _tensors(getattr(obj, f))]
+    return []

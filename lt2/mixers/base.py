@@ -8,9 +8,10 @@ Mixer contract (every family in lt2/mixers follows it):
 
 - `seq` (SeqInfo) carries positions, padding and document boundaries; `spec` (MixerSpec) says what
   this (loop, layer) runs, e.g. the window size of a loop-level schedule.
-- `cache` is None in training. Otherwise it is this (loop, layer)'s own cache, read and updated in
-  place: the call continues the sequence at cache slots `seq.slots`. One-token decode (T == 1) must use
-  tensors only (no host syncs, no data-dependent shapes) so that it can be captured in a CUDA graph.
+- `cache` is None in training. Otherwise it is this (loop, layer)'s own cache (a dataclass of tensors
+  that start at zero, integer ones, i.e. slot indices, at -1), read and updated in place: the call
+  continues the sequence at cache slots `seq.slots`. One-token decode (T == 1) must use tensors only (no
+  host syncs, no data-dependent shapes) so that it can be captured in a CUDA graph.
 - `mixing_flops(context, spec)`: forward sequence-mixing FLOPs per token (projections excluded), and
   `decode_bytes(context, spec, dtype)`: cache bytes one decode step of one sequence must read and write at
   `context` tokens; lt2/model/costs.py turns them into Table 1 FLOPs and the decode roofline.

@@ -73,3 +73,18 @@ def test_bad_sampling_arguments():
         SamplingArgs(temperature=-1)
     with pytest.raises(ValueError, match="at least one token"):
         left_pad([[1], []], 0)
+
+
+@pytest.mark.parametrize("pattern", ["full", "window", "gdn", "mamba2", "dsa", "random:1:1"])
+def test_reset_decoder_reproduces_a_fresh_one(pattern):
+    model = tiny_model(pattern, 2, window=4)
+    tokens = torch.randint(0, 97, (2, 6))
+    decoder = Decoder(model, batch=2, max_len=16)
+    decoder.prefill(torch.randint(0, 97, (2, 9)))  # dirty every cache (and fill the window rings) first
+    decoder.step(tokens[:, 0])
+    decoder.reset()
+    logits = [decoder.prefill(tokens[:, :2])]  # shorter than the ring: stale entries would be visible
+    for t in range(2, 6):
+        step_logits, _ = decoder.step(tokens[:, t])
+        logits.append(step_logits[:, None])
+    torch.testing.assert_close(torch.cat(logits, 1), model(tokens), rtol=1e-5, atol=1e-6)
