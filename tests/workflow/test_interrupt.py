@@ -29,8 +29,20 @@ def start(wf: Path, log: Path) -> subprocess.Popen:
     cmd = [str(BIN / "snakemake"), "--profile", "profiles/local", "all", "--configfile", TEST_CONFIG]
     # own session: the hard kill below takes snakemake and every job it started, like a lost machine
     return subprocess.Popen(
-        cmd, cwd=wf, env=env(), stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+        cmd,
+        cwd=wf,
+        env=env(),
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=_default_ctrl_c,
     )
+
+
+def _default_ctrl_c() -> None:
+    # A test run started in the background (CI runners, `cmd &`) inherits SIGINT ignored, and so would
+    # snakemake and its jobs: give them the default disposition of a terminal session.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for(paths: list[Path], proc: subprocess.Popen, timeout: float = 900) -> Path:
