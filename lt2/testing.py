@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 from lt2.config import ModelArgs, resolve
@@ -69,3 +71,52 @@ def tiny_model(pattern: str = "full", loop_count: int = 2, seed: int = 0, **over
             if name == "residual_gate" or name.endswith("wg.weight"):
                 p.copy_(0.3 * torch.randn(p.shape, generator=gen))
     return model.double().eval()
+
+
+def incremental_logits(model, tokens: torch.Tensor, splits: list[int]) -> torch.Tensor:
+    """Prefill the chunks tokens[:, a:b] for consecutive split points, decode the rest one by one, and return
+    all logits [B, T, V]: what `model(tokens)` must equal."""
+    state, outs, start = None, [], 0
+    for end in splits:
+        logits, state = model.prefill(tokens[:, start:end], state, max_len=tokens.shape[1] + 4)
+        outs.append(logits)
+        start = end
+    for t in range(start, tokens.shape[1]):
+        logits, state = model.step(tokens[:, t], state)
+        outs.append(logits[:, None])
+    return torch.cat(outs, dim=1)
+
+
+def padded_rows_and_alone(model, lengths: list[int], steps: int, seed: int = 0):
+    """Prompts of `lengths` decoded as one left-padded batch, then `steps` tokens each; yields
+    (name, batched logits, logits of the row alone) for every prompt and its decode steps."""
+    from lt2.model import left_align
+
+    gen = torch.Generator().manual_seed(seed)
+    vocab = model.args.vocab_size
+    prompts = [torch.randint(1, vocab, (n,), generator=gen) for n in lengths]
+    right = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        right[i, : len(p)] = p
+    tokens, pad_mask = left_align(right, torch.tensor(lengths))
+    logits, state = model.prefill(tokens, pad_mask=pad_mask, max_len=max(lengths) + steps)
+    nxt = torch.randint(1, vocab, (len(lengths), steps), generator=gen)
+    decoded = torch.stack([model.step(nxt[:, t], state)[0] for t in range(steps)], 1)
+    for i, p in enumerate(prompts):
+        alone = model(torch.cat([p, nxt[i]])[None])[0]
+        n = len(p)
+        yield f"row {i} prompt", logits[i, -n:], alone[:n]
+        yield f"row {i} decode", decoded[i], alone[n:]
+
+
+def packed_and_alone(model, tokens: torch.Tensor, starts: dict[int, list[int]]):
+    """Rows of `tokens` packed with documents starting at `starts[row]`; yields (name, packed logits, logits
+    of the document alone) for every document."""
+    doc_start = torch.zeros(tokens.shape, dtype=torch.bool)
+    for row, s in starts.items():
+        doc_start[row, s] = True
+    packed = model(tokens, doc_start=doc_start)
+    for row, s in starts.items():
+        bounds = [*s, tokens.shape[1]]
+        for a, b in itertools.pairwise(bounds):
+            yield f"row {row} doc {a}:{b}", packed[row, a:b], model(tokens[row : row + 1, a:b])[0]

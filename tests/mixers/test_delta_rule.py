@@ -1,18 +1,15 @@
 """The delta-rule mixers (gdn, kda, deltanet) inside the looped model, on CPU in fp32 with tiny dims.
 
-- prefill(prompt) then one-token decode steps == the full forward: loop_count 1/2/4, a 1-token prompt,
-  uneven prefill chunks onto an existing cache, splits at the chunk boundaries 63/64/65/127/128/129;
-- left padding keeps every (loop, layer) recurrent and conv state exactly zero, and padded rows decode
-  as if alone; batch rows are independent;
-- packed documents (doc_start) == each document alone;
-- gradients reach every parameter; fla's parameter names, shapes and initialisation; bad dims raise.
+tests/model/test_decode.py checks decode == forward, batch rows, padding and packing for every family's
+default config; here: the other variants (no conv, no gate, expand_v 1.5) in fp32, left padding that keeps
+every (loop, layer) recurrent and conv state exactly zero, gradients through packed documents, fla's
+parameter names, shapes and initialisation, the cache and cost hooks, and bad dims.
 
 Run: pytest tests/mixers/test_delta_rule.py
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import pytest
@@ -22,22 +19,12 @@ from lt2.config import LinearArgs, ModelArgs
 from lt2.mixers import mixer_class
 from lt2.model.looped import LoopedLM
 from lt2.model.pattern import MixerSpec
-from lt2.testing import assert_close
+from lt2.testing import assert_close, incremental_logits
 
 PATTERNS = ("gdn", "kda", "deltanet")
 VOCAB = 97
 # fp32 through up to 8 mixer applications: rounding reaches ~1e-5 relative; a wrong state is O(1).
 RTOL, ATOL = 1e-4, 1e-5
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a busy 2-core runner the threads oversubscribe
-    (this file: 65 s with torch's default threads vs 4 s with one, measured with other jobs running)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_model(pattern: str, loop_count: int = 2, seed: int = 0, **linear) -> LoopedLM:
@@ -63,38 +50,6 @@ def tokens(B: int, T: int, seed: int) -> torch.Tensor:
     return torch.randint(0, VOCAB, (B, T), generator=torch.Generator().manual_seed(seed))
 
 
-def check_decode_matches_forward(model: LoopedLM, toks: torch.Tensor, prefills: list[int], tag: str) -> None:
-    """Prefill the chunks `prefills` one after another, decode the remaining tokens one by one."""
-    with torch.no_grad():
-        full = model(toks)
-    state, start = None, 0
-    for n in prefills:
-        logits, state = model.prefill(toks[:, start : start + n], state, max_len=toks.shape[1])
-        assert_close(f"{tag} prefill [{start}:{start + n}]", logits, full[:, start : start + n], rtol=RTOL, atol=ATOL)
-        start += n
-    for t in range(start, toks.shape[1]):
-        logits, state = model.step(toks[:, t], state)
-        assert_close(f"{tag} decode step {t}", logits, full[:, t], rtol=RTOL, atol=ATOL)
-
-
-SCHEDULES = {  # prefill chunk lengths, then decode steps
-    "split1": ([1], 6),
-    "uneven": ([5, 7, 3], 4),
-    "onto-cache-across-chunks": ([60, 70], 3),
-    **{f"boundary{n}": ([n], 3) for n in (63, 64, 65, 127, 128, 129)},
-}
-
-
-@pytest.mark.parametrize("schedule", SCHEDULES, ids=list(SCHEDULES))
-@pytest.mark.parametrize("loop_count", (1, 2, 4), ids=lambda n: f"loops{n}")
-@pytest.mark.parametrize("pattern", PATTERNS)
-def test_prefill_then_decode_equals_forward(pattern, loop_count, schedule):
-    prefills, steps = SCHEDULES[schedule]
-    model = tiny_model(pattern, loop_count)
-    toks = tokens(2, sum(prefills) + steps, seed=len(schedule))
-    check_decode_matches_forward(model, toks, prefills, f"{pattern}-loops{loop_count}-{schedule}")
-
-
 @pytest.mark.parametrize(
     "linear",
     [{"conv_size": 0}, {"use_gate": False}, {"expand_v": 1.5, "conv_size": 2}],
@@ -103,7 +58,8 @@ def test_prefill_then_decode_equals_forward(pattern, loop_count, schedule):
 @pytest.mark.parametrize("pattern", ("gdn", "deltanet"))
 def test_variants_decode_equals_forward(pattern, linear):
     model = tiny_model(pattern, 2, **linear)
-    check_decode_matches_forward(model, tokens(2, 70, seed=3), [66], f"{pattern}-{linear}")
+    toks = tokens(2, 70, seed=3)
+    assert_close(f"{pattern}-{linear}", incremental_logits(model, toks, [66]), model(toks), rtol=RTOL, atol=ATOL)
 
 
 def delta_caches(state):
@@ -136,16 +92,6 @@ def test_left_padding_keeps_states_zero_and_rows_independent(pattern):
         assert_close(f"{pattern} row {row} after padding", continued[row], alone[0, n:], rtol=RTOL, atol=ATOL)
 
 
-@pytest.mark.parametrize("pattern", PATTERNS)
-def test_batch_rows_are_independent(pattern):
-    model = tiny_model(pattern, 2)
-    toks = tokens(3, 70, seed=8)
-    with torch.no_grad():
-        batched = model(toks)
-        for row in range(3):
-            assert_close(f"{pattern} row {row}", batched[row], model(toks[row : row + 1])[0], rtol=RTOL, atol=ATOL)
-
-
 def packed_batch(seed: int):
     """Two rows of 150 tokens; documents start at 0, 40, 105 and at 0, 64, 65, 129."""
     toks = tokens(2, 150, seed)
@@ -153,19 +99,6 @@ def packed_batch(seed: int):
     doc_start[0, [0, 40, 105]] = True
     doc_start[1, [0, 64, 65, 129]] = True
     return toks, doc_start
-
-
-@pytest.mark.parametrize("pattern", PATTERNS)
-def test_packed_documents_equal_each_document_alone(pattern):
-    model = tiny_model(pattern, 2)
-    toks, doc_start = packed_batch(seed=13)
-    with torch.no_grad():
-        packed = model(toks, doc_start)
-        for row in range(2):
-            starts = [*doc_start[row].nonzero().flatten().tolist(), toks.shape[1]]
-            for s, e in itertools.pairwise(starts):
-                alone = model(toks[row : row + 1, s:e])[0]
-                assert_close(f"{pattern} row {row} doc [{s}:{e}]", packed[row, s:e], alone, rtol=RTOL, atol=ATOL)
 
 
 @pytest.mark.parametrize("pattern", PATTERNS)

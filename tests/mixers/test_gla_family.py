@@ -13,7 +13,6 @@ Run: pytest tests/mixers/test_gla_family.py   (-k mamba2 for one family)
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import pytest
@@ -24,9 +23,15 @@ from lt2.mixers.base import SeqInfo
 from lt2.mixers.mamba2 import Mamba2
 from lt2.mixers.norms import GatedRMSNorm
 from lt2.mixers.retnet import retention_log_decay
-from lt2.model import left_align
 from lt2.model.pattern import MixerSpec
-from lt2.testing import assert_close, tiny_args, tiny_model
+from lt2.testing import (
+    assert_close,
+    incremental_logits,
+    packed_and_alone,
+    padded_rows_and_alone,
+    tiny_args,
+    tiny_model,
+)
 
 LINEAR = {"n_heads": 2, "head_dim": 8, "expand_v": 2.0}
 MAMBA2 = {"head_dim": 8, "d_state": 8, "expand": 2}
@@ -47,24 +52,12 @@ def model_for(variant: str, loop_count: int = 2):
     return tiny_model(pattern, loop_count, **overrides)
 
 
-def incremental_logits(model, tokens: torch.Tensor, splits: list[int]) -> torch.Tensor:
-    """Prefill the chunks tokens[:, a:b] for consecutive split points, then decode the rest one by one."""
-    state, outs, start = None, [], 0
-    for end in splits:
-        logits, state = model.prefill(tokens[:, start:end], state, max_len=tokens.shape[1] + 4)
-        outs.append(logits)
-        start = end
-    for t in range(start, tokens.shape[1]):
-        logits, state = model.step(tokens[:, t], state)
-        outs.append(logits[:, None])
-    return torch.cat(outs, dim=1)
-
-
 # ------------------------------------------------------------------ decode == forward through the model
 
 
-DECODE_CASES = [(family, loops) for family in FAMILIES for loops in (1, 2, 4)]
-DECODE_CASES += [(variant, 2) for variant in VARIANTS if variant not in FAMILIES]
+# tests/model/test_decode.py runs the default config of every family; these are the other variants.
+OTHER_VARIANTS = [variant for variant in VARIANTS if variant not in FAMILIES]
+DECODE_CASES = [(variant, loops) for variant in OTHER_VARIANTS for loops in (1, 2, 4)]
 
 
 @pytest.mark.parametrize("variant,loop_count", DECODE_CASES, ids=[f"{v}-loops{n}" for v, n in DECODE_CASES])
@@ -74,17 +67,6 @@ def test_prefill_then_decode_equals_forward(variant, loop_count):
     full = model(tokens)
     for splits in ([1], [13], [5, 19], [31]):  # one token, uneven, prefill onto an existing cache, all but one
         assert_close(f"{variant} splits={splits}", incremental_logits(model, tokens, splits), full, **TOL)
-
-
-@pytest.mark.parametrize("prompt_len", [63, 64, 65, 127, 128, 129])
-@pytest.mark.parametrize("family", FAMILIES)
-def test_chunk_boundaries(family, prompt_len):
-    model = model_for(family)
-    tokens = torch.randint(0, 97, (1, prompt_len + 3))
-    full = model(tokens)
-    assert_close(f"{family} T={prompt_len}", incremental_logits(model, tokens, [prompt_len]), full, **TOL)
-    # a second prefill that starts mid-chunk and ends past the next chunk edge
-    assert_close(f"{family} T=30+{prompt_len}", incremental_logits(model, tokens, [30, prompt_len]), full, **TOL)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -98,26 +80,11 @@ def test_fp32_model_decode_equals_forward(variant):
 # --------------------------------------------------------------------------- padding and batch rows
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", OTHER_VARIANTS)
 def test_rows_independent_of_batch_lengths_and_left_padding(variant):
     model = model_for(variant)
-    lengths = torch.tensor([70, 11, 1])
-    prompts = [torch.randint(1, 97, (int(n),)) for n in lengths]
-    right = torch.zeros(3, 70, dtype=torch.long)
-    for i, p in enumerate(prompts):
-        right[i, : len(p)] = p
-    tokens, pad_mask = left_align(right, lengths)
-    logits, state = model.prefill(tokens, pad_mask=pad_mask, max_len=80)
-    nxt = torch.randint(1, 97, (3, 5))
-    steps = []
-    for t in range(5):
-        out, state = model.step(nxt[:, t], state)
-        steps.append(out)
-    for i, p in enumerate(prompts):
-        alone = model(torch.cat([p, nxt[i]])[None])[0]
-        n = len(p)
-        assert_close(f"{variant} row {i} prompt", logits[i, -n:], alone[:n], **TOL)
-        assert_close(f"{variant} row {i} decode", torch.stack([s[i] for s in steps]), alone[n:], **TOL)
+    for name, batched, alone in padded_rows_and_alone(model, [70, 11, 1], steps=5):
+        assert_close(f"{variant} {name}", batched, alone, **TOL)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -138,25 +105,19 @@ def test_pad_tokens_leave_every_state_exactly_zero(variant):
 # ------------------------------------------------------------------------------- packed documents
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", OTHER_VARIANTS)
 def test_packed_documents_equal_documents_alone(variant):
     model = model_for(variant)
     tokens = torch.randint(0, 97, (2, 140))
-    doc_start = torch.zeros(2, 140, dtype=torch.bool)
-    bounds = {0: [0, 1, 65, 130, 140], 1: [0, 64, 140]}  # a one-token doc; edges on and off chunk boundaries
-    for row, b in bounds.items():
-        doc_start[row, b[:-1]] = True
-    packed = model(tokens, doc_start=doc_start)
-    for row, b in bounds.items():
-        for start, end in itertools.pairwise(b):
-            alone = model(tokens[row : row + 1, start:end])[0]
-            assert_close(f"{variant} row {row} doc {start}:{end}", packed[row, start:end], alone, **TOL)
+    # a one-token doc; edges on and off chunk boundaries
+    for name, packed, alone in packed_and_alone(model, tokens, {0: [0, 1, 65, 130], 1: [0, 64]}):
+        assert_close(f"{variant} {name}", packed, alone, **TOL)
 
 
 # ------------------------------------------------------------------------------ training and cache
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", OTHER_VARIANTS)
 def test_gradients_reach_every_parameter(variant):
     model = model_for(variant).train()
     tokens = torch.randint(0, 97, (2, 70))

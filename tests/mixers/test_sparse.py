@@ -2,9 +2,9 @@
 
 - the reference paths equal an independent per-query oracle (python loops over queries: explicit blocks or
   indexer scores, a sorted() ranking, softmax per head) at odd lengths around the block sizes;
-- through the model API: prefill + one-token decode == forward for loop_count 1/2/4, splits at one token,
-  uneven splits, prefill onto an existing cache, prompts crossing block boundaries; left-padded rows equal
-  each row alone; packed documents equal each document alone;
+- through the model API, GQA variants (2 KV heads; tests/model/test_decode.py runs the default configs):
+  prefill + one-token decode == forward, left-padded rows equal each row alone, packed documents equal
+  each document alone;
 - training: every parameter gets a gradient (the DSA indexer through its injected KL gradient, which must
   equal autograd of the explicit KL), and a few SGD steps on the indexer alone reduce its KL;
 - the shared top-k tie rule and the configuration checks.
@@ -30,11 +30,10 @@ from lt2.kernels.topk import select_topk
 from lt2.mixers.base import SeqInfo
 from lt2.mixers.dsa import DeepSeekSparseAttention
 from lt2.mixers.nsa import NativeSparseAttention
-from lt2.model import left_align
 from lt2.model.init import init_weights
 from lt2.model.layers import apply_rope
 from lt2.model.pattern import MixerSpec
-from lt2.testing import assert_close, tiny_model
+from lt2.testing import assert_close, incremental_logits, packed_and_alone, padded_rows_and_alone, tiny_model
 
 NSA = {"n_kv_heads": 2, "block_size": 8, "block_count": 4, "window": 8}
 DSA = {"n_kv_heads": 2, "index_n_heads": 2, "index_head_dim": 8, "topk": 12, "index_loss_coef": 1.0}
@@ -47,15 +46,6 @@ TOL = dict(rtol=1e-9, atol=1e-9)
 def tol(pattern: str) -> dict:
     """fp64 paths are exact to rounding; GDN keeps its recurrent state in fp32 by design (~1e-7 noise)."""
     return dict(rtol=1e-5, atol=1e-6) if "gdn" in pattern else TOL
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads, which only oversubscribe a busy CI runner."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def sparse_model(pattern: str, loop_count: int = 2, **overrides):
@@ -159,72 +149,19 @@ def test_reference_equals_per_query_oracle(family, T):
 
 
 # ------------------------------------------------------------------------------- model API
-def incremental_logits(model, tokens: torch.Tensor, splits: list[int]) -> torch.Tensor:
-    """Prefill the chunks tokens[:, a:b] for consecutive split points, then decode the rest one by one."""
-    state, outs, start = None, [], 0
-    for end in splits:
-        logits, state = model.prefill(tokens[:, start:end], state, max_len=tokens.shape[1] + 4)
-        outs.append(logits)
-        start = end
-    for t in range(start, tokens.shape[1]):
-        logits, state = model.step(tokens[:, t], state)
-        outs.append(logits[:, None])
-    return torch.cat(outs, dim=1)
-
-
-@pytest.mark.parametrize("loop_count", [1, 2, 4])
+@pytest.mark.parametrize("loop_count", [1, 2])
 @pytest.mark.parametrize("pattern", PATTERNS)
-def test_prefill_then_decode_equals_forward(pattern, loop_count):
+def test_gqa_variants_decode_equal_forward(pattern, loop_count):
+    """tests/model/test_decode.py covers the default sparse configs; these run GQA (2 KV heads) variants."""
     model = sparse_model(pattern, loop_count)
-    tokens = torch.randint(0, 97, (2, 30))
+    tokens = torch.randint(0, 97, (2, 70))
     full = model(tokens)
-    for splits in ([1], [13], [5, 21], [29]):  # one token, uneven, prefill onto an existing cache, all but one
+    for splits in ([1], [13], [5, 21], [65]):  # one token, uneven, onto an existing cache, across blocks
         assert_close(f"{pattern} splits={splits}", incremental_logits(model, tokens, splits), full, **tol(pattern))
-
-
-@pytest.mark.parametrize("prompt_len", [63, 64, 65, 127, 128, 129])
-@pytest.mark.parametrize("pattern", ["nsa", "dsa"])
-def test_prompts_crossing_blocks(pattern, prompt_len):
-    model = sparse_model(pattern, 1)
-    tokens = torch.randint(0, 97, (1, prompt_len + 2))
-    got = incremental_logits(model, tokens, [prompt_len])
-    assert_close(f"{pattern} prompt={prompt_len}", got, model(tokens), **TOL)
-
-
-@pytest.mark.parametrize("pattern", PATTERNS)
-def test_left_padded_rows_equal_each_row_alone(pattern):
-    model = sparse_model(pattern, 2)
-    lengths = torch.tensor([29, 9, 20])
-    prompts = [torch.randint(1, 97, (int(n),)) for n in lengths]
-    right = torch.zeros(3, 29, dtype=torch.long)
-    for i, p in enumerate(prompts):
-        right[i, : len(p)] = p
-    tokens, pad_mask = left_align(right, lengths)
-    logits, state = model.prefill(tokens, pad_mask=pad_mask, max_len=36)
-    nxt = torch.randint(1, 97, (3, 4))
-    steps = []
-    for t in range(4):
-        out, state = model.step(nxt[:, t], state)
-        steps.append(out)
-    for i, p in enumerate(prompts):
-        alone = model(torch.cat([p, nxt[i]])[None])[0]
-        n = len(p)
-        assert_close(f"{pattern} row {i} prompt", logits[i, -n:], alone[:n], **tol(pattern))
-        assert_close(f"{pattern} row {i} decode", torch.stack([s[i] for s in steps]), alone[n:], **tol(pattern))
-
-
-@pytest.mark.parametrize("pattern", PATTERNS)
-def test_packed_documents_equal_documents_alone(pattern):
-    model = sparse_model(pattern, 2)
-    tokens = torch.randint(0, 97, (2, 50))
-    doc_start = torch.zeros(2, 50, dtype=torch.bool)
-    doc_start[0, [0, 7, 30]] = True
-    doc_start[1, [0, 45]] = True
-    packed = model(tokens, doc_start=doc_start)
-    for row, bounds in ((0, [0, 7, 30, 50]), (1, [0, 45, 50])):
-        for a, b in itertools.pairwise(bounds):
-            alone = model(tokens[row : row + 1, a:b])[0]
-            assert_close(f"{pattern} row {row} doc {a}:{b}", packed[row, a:b], alone, **tol(pattern))
+    for name, batched, alone in padded_rows_and_alone(model, [29, 9, 20], steps=4):
+        assert_close(f"{pattern} {name}", batched, alone, **tol(pattern))
+    for name, packed, alone in packed_and_alone(model, tokens[:, :50], {0: [0, 7, 30], 1: [0, 45]}):
+        assert_close(f"{pattern} {name}", packed, alone, **tol(pattern))
 
 
 # -------------------------------------------------------------------------------- training

@@ -10,13 +10,10 @@ Run: pytest tests/model/test_decode.py   (every family; -k gdn for one)
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 import torch
 
-from lt2.model import left_align
-from lt2.testing import assert_close, tiny_model
+from lt2.testing import assert_close, incremental_logits, packed_and_alone, padded_rows_and_alone, tiny_model
 
 FAMILY_PATTERNS = ["full", "window", "gdn", "kda", "deltanet", "mamba2", "hgrn2", "retnet", "nsa", "dsa"]
 HYBRID_PATTERNS = [
@@ -37,19 +34,6 @@ def loop_count_for(pattern: str, wanted: int) -> int:
     return pattern.count("->") + 1 if "->" in pattern else wanted
 
 
-def incremental_logits(model, tokens: torch.Tensor, splits: list[int]) -> torch.Tensor:
-    """Prefill the chunks tokens[:, a:b] for consecutive split points, then decode the rest one by one."""
-    state, outs, start = None, [], 0
-    for end in splits:
-        logits, state = model.prefill(tokens[:, start:end], state, max_len=tokens.shape[1] + 4)
-        outs.append(logits)
-        start = end
-    for t in range(start, tokens.shape[1]):
-        logits, state = model.step(tokens[:, t], state)
-        outs.append(logits[:, None])
-    return torch.cat(outs, dim=1)
-
-
 @pytest.mark.parametrize("loop_count", [1, 2, 4])
 @pytest.mark.parametrize("pattern", ALL_PATTERNS)
 def test_prefill_then_decode_equals_forward(pattern, loop_count):
@@ -65,7 +49,10 @@ def test_prefill_then_decode_equals_forward(pattern, loop_count):
 def test_chunk_boundaries(pattern, prompt_len):
     model = tiny_model(pattern, loop_count_for(pattern, 2))
     tokens = torch.randint(0, 97, (1, prompt_len + 3))
-    assert_close(f"{pattern} T={prompt_len}", incremental_logits(model, tokens, [prompt_len]), model(tokens), **TOL)
+    full = model(tokens)
+    assert_close(f"{pattern} T={prompt_len}", incremental_logits(model, tokens, [prompt_len]), full, **TOL)
+    # a second prefill that starts mid-chunk and ends at or past the next chunk edge
+    assert_close(f"{pattern} T=30+", incremental_logits(model, tokens, [30, prompt_len]), full, **TOL)
 
 
 @pytest.mark.parametrize("pattern", ALL_PATTERNS)
@@ -86,38 +73,17 @@ def test_greedy_generation_token_identical(pattern):
 @pytest.mark.parametrize("pattern", ALL_PATTERNS)
 def test_rows_independent_of_batch_lengths_and_padding_side(pattern):
     model = tiny_model(pattern, loop_count_for(pattern, 2))
-    lengths = torch.tensor([30, 11, 24])
-    prompts = [torch.randint(1, 97, (int(n),)) for n in lengths]
-    right = torch.zeros(3, 30, dtype=torch.long)
-    for i, p in enumerate(prompts):
-        right[i, : len(p)] = p
-    tokens, pad_mask = left_align(right, lengths)
-    logits, state = model.prefill(tokens, pad_mask=pad_mask, max_len=40)
-    nxt = torch.randint(1, 97, (3, 5))
-    steps = []
-    for t in range(5):
-        out, state = model.step(nxt[:, t], state)
-        steps.append(out)
-    for i, p in enumerate(prompts):
-        alone = model(torch.cat([p, nxt[i]])[None])[0]
-        n = len(p)
-        assert_close(f"{pattern} row {i} prompt", logits[i, -n:], alone[:n], **TOL)
-        assert_close(f"{pattern} row {i} decode", torch.stack([s[i] for s in steps]), alone[n:], **TOL)
+    for name, batched, alone in padded_rows_and_alone(model, [70, 11, 1, 24], steps=5):
+        assert_close(f"{pattern} {name}", batched, alone, **TOL)
 
 
 @pytest.mark.parametrize("pattern", ALL_PATTERNS)
 def test_packed_documents_equal_documents_alone(pattern):
     model = tiny_model(pattern, loop_count_for(pattern, 2))
-    tokens = torch.randint(0, 97, (2, 70))
-    doc_start = torch.zeros(2, 70, dtype=torch.bool)
-    doc_start[0, [0, 9, 40]] = True
-    doc_start[1, [0, 66]] = True
-    packed = model(tokens, doc_start=doc_start)
-    for row, bounds in ((0, [0, 9, 40, 70]), (1, [0, 66, 70])):
-        for a, b in itertools.pairwise(bounds):
-            assert_close(
-                f"{pattern} row {row} doc {a}:{b}", packed[row, a:b], model(tokens[row : row + 1, a:b])[0], **TOL
-            )
+    tokens = torch.randint(0, 97, (2, 140))
+    # a one-token document, edges on and off the 64-token chunk boundaries
+    for name, packed, alone in packed_and_alone(model, tokens, {0: [0, 1, 9, 65, 130], 1: [0, 64, 136]}):
+        assert_close(f"{pattern} {name}", packed, alone, **TOL)
 
 
 @pytest.mark.parametrize("pattern", ALL_PATTERNS)
