@@ -41,6 +41,8 @@ CORPORA: dict[str, Corpus] = {
     for c in (
         Corpus("fineweb_edu", "HuggingFaceFW/fineweb-edu", id_field="id"),
         Corpus("fineweb_edu_10bt", "HuggingFaceFW/fineweb-edu", config="sample-10BT", id_field="id"),
+        # The paper's pre-training corpus (reference configs: `fineweb_edu_100bt`).
+        Corpus("fineweb_edu_100bt", "HuggingFaceFW/fineweb-edu", config="sample-100BT", id_field="id"),
         # DCLM records carry url/warcinfo metadata but no id column.
         Corpus("dclm_baseline_1.0", "mlfoundations/dclm-baseline-1.0"),
         Corpus("shakespeare", None, id_field="id"),

@@ -57,7 +57,8 @@ def test_registry():
     assert get_corpus("fineweb_edu_10bt").hub_id == "HuggingFaceFW/fineweb-edu"
     assert get_corpus("fineweb_edu_10bt").config == "sample-10BT"
     assert get_corpus("dclm_baseline_1.0").hub_id == "mlfoundations/dclm-baseline-1.0"
-    assert set(CORPORA) == {"fineweb_edu", "fineweb_edu_10bt", "dclm_baseline_1.0", "shakespeare"}
+    assert set(CORPORA) == {"fineweb_edu", "fineweb_edu_10bt", "fineweb_edu_100bt", "dclm_baseline_1.0", "shakespeare"}
+    assert get_corpus("fineweb_edu_100bt").config == "sample-100BT"
     with pytest.raises(
         ValueError, match=re.escape("unknown dataset 'c4'; choose one of dclm_baseline_1.0, fineweb_edu")
     ):

@@ -52,10 +52,10 @@ def test_lm_table_plans_training_but_not_other_tables(workflow):
 
 
 def test_multi_gpu_training_launches_one_rank_per_gpu(workflow):
-    """With profiles/slurm a 1B training job gets 8 GPUs and runs under torchrun; locally it is one process."""
+    """With profiles/slurm a 1B training job gets 8 GPUs and lt2 train starts 8 ranks; locally it is one process."""
     target = "results/paper/train/1B/looped_pure_full/model.safetensors"
     slurm = snakemake(workflow, "-n", "-p", target, "--profile", "profiles/slurm", "--configfile", "config/paper.yaml",
                       overlay=False).stdout  # fmt: skip
-    assert "torchrun --standalone --nproc-per-node 8 -m lt2.cli record --input config/recipes/1B/" in slurm
+    assert "lt2 record --input config/recipes/1B/looped_pure_full" in slurm and "--nproc-per-node 8" in slurm
     local = snakemake(workflow, "-n", "-p", target, "--configfile", "config/paper.yaml", overlay=False).stdout
-    assert "torchrun" not in local and "lt2 record --input config/recipes/1B/looped_pure_full" in local
+    assert "lt2 record --input config/recipes/1B/looped_pure_full" in local and "--nproc-per-node 1" in local

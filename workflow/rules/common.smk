@@ -199,10 +199,10 @@ def gpus_of(resources):
     return int(gres.rsplit(":", 1)[-1]) if gres.startswith("gpu:") else 0
 
 
-def lt2_launcher(wildcards, resources):
-    """`lt2` for one process; torchrun with one rank per GPU when the profile gives the job several GPUs."""
-    gpus = gpus_of(resources)
-    return f"torchrun --standalone --nproc-per-node {gpus} -m lt2.cli" if gpus > 1 else "lt2"
+def train_nproc(wildcards, resources):
+    """Ranks of a training job: one per GPU the profile gives it (lt2 train starts them itself, forwards
+    SLURM's pre-timeout signal to each and keeps the requeue exit status 75, which torchrun would not)."""
+    return max(gpus_of(resources), 1)
 
 
 def train_config(wildcards):

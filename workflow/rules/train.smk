@@ -1,7 +1,7 @@
 # One training run per recipe. Checkpoints go to runs/<name>/<scale>/<recipe>/, outside the declared
 # outputs: Snakemake deletes the outputs of a failed or interrupted job, but a retried or re-run job must
-# find its checkpoints to resume from. A job the profile gives several GPUs runs one rank per GPU
-# (torchrun -m lt2.cli ...), the trainer's own multi-GPU launch.
+# find its checkpoints to resume from. A job the profile gives several GPUs runs one rank per GPU, started
+# by `lt2 train --nproc-per-node` (it forwards SIGUSR1/SIGTERM to every rank and exits 75 to be requeued).
 
 
 rule train:
@@ -23,9 +23,10 @@ rule train:
         dump=run_path("{scale}/{recipe}"),
         overrides=train_overrides,
         config=train_config,
-        lt2=lt2_launcher,
+        nproc=train_nproc,
     message:
         "train {wildcards.scale}/{wildcards.recipe}"
     shell:
-        "{params.lt2} record --input {input} --output {output} --config {params.config:q}"
-        " -- train {input.recipe} {params.overrides} --dump-dir {params.dump} --out {params.out} > {log} 2>&1"
+        "lt2 record --input {input} --output {output} --config {params.config:q}"
+        " -- train {input.recipe} {params.overrides} --dump-dir {params.dump} --out {params.out}"
+        " --nproc-per-node {params.nproc} > {log} 2>&1"
