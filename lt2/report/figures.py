@@ -60,7 +60,41 @@ def training_curve(inputs: list[Path]) -> Figure:
     return fig
 
 
+def decode_throughput(inputs: list[Path]) -> Figure:
+    """Decode tokens/s (over the batch) against context, one line per model, one panel per batch size.
+
+    Inputs: `lt2 bench throughput` CSVs. Points that ran out of memory are marked with an x at the top of
+    the panel; the dotted lines are each model's HBM roofline.
+    """
+    import pandas as pd
+
+    points = pd.concat([pd.read_csv(p) for p in inputs], ignore_index=True)
+    batches = sorted(points["batch"].unique())
+    fig, axes = plt.subplots(1, len(batches), figsize=(5.2 * len(batches), 4.0), layout="constrained", squeeze=False)
+    for ax, batch in zip(axes[0], batches, strict=True):
+        at_batch = points[points["batch"] == batch]
+        for model, rows in at_batch.groupby("model", sort=True):
+            ok = rows[rows["status"] == "ok"].sort_values("ctx")
+            (line,) = ax.plot(ok["ctx"], ok["decode_tokens_per_s"], "o-", label=model)
+            ax.plot(ok["ctx"], ok["roofline_tokens_per_s"], ":", color=line.get_color())
+            failed = rows[rows["status"] != "ok"]
+            if len(failed):
+                top = at_batch["roofline_tokens_per_s"].max()
+                ax.plot(failed["ctx"], [top] * len(failed), "x", color=line.get_color(), markersize=9)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("context (tokens)")
+        ax.set_ylabel("decode tokens/s")
+        ax.set_title(f"batch {batch}")
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].plot([], [], ":", color="gray", label="HBM roofline")
+    axes[0][0].plot([], [], "x", color="gray", label="out of memory")
+    axes[0][0].legend(fontsize="small")
+    return fig
+
+
 FIGURES: dict[str, Callable[[list[Path]], Figure]] = {
+    "decode_throughput": decode_throughput,
     "training_curve": training_curve,
 }
 

@@ -109,7 +109,33 @@ def lm_table(inputs: list[Path]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _ctx_label(ctx: int) -> str:
+    return f"{ctx // 1024}k" if ctx % 1024 == 0 else str(ctx)
+
+
+def decode_table(inputs: list[Path]) -> pd.DataFrame:
+    """Decode throughput (tokens/s over the batch) per model, batch and context; OOM where it ran out of memory.
+
+    Inputs: `lt2 bench throughput` CSVs laid out as `.../bench/<scale>/throughput.csv`, all models of one run.
+    """
+    rows: dict[tuple[str, str], dict] = {}
+    for path in inputs:
+        scale = Path(path).parent.name
+        points = pd.read_csv(path)
+        for p in points.itertuples(index=False):
+            row = rows.setdefault((scale, p.model), {"recipe": p.model, "scale": scale})
+            column = f"decode tok/s B={p.batch} ctx={_ctx_label(p.ctx)}"
+            row[column] = p.decode_tokens_per_s if p.status == "ok" else p.status.split(":")[0]
+            if p.status == "ok":
+                row[f"roofline % B={p.batch} ctx={_ctx_label(p.ctx)}"] = 100 * p.roofline_fraction
+    df = pd.DataFrame(list(rows.values()))
+    decode = [c for c in df.columns if c.startswith("decode")]
+    roofline = [c for c in df.columns if c.startswith("roofline")]
+    return df[["recipe", "scale", *decode, *roofline]]
+
+
 TABLES: dict[str, Callable[[list[Path]], pd.DataFrame]] = {
+    "decode": decode_table,
     "lm": lm_table,
     "model_size": model_size_table,
 }

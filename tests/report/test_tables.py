@@ -65,7 +65,7 @@ def test_committed_paper_csvs_are_valid():
 
 
 def test_unknown_table_names_the_choices(tmp_path):
-    with pytest.raises(ValueError, match="known tables: lm, model_size"):
+    with pytest.raises(ValueError, match="known tables: decode, lm, model_size"):
         build_table("nope", [tmp_path / "x.json"])
 
 
@@ -77,3 +77,42 @@ def test_renderings(tmp_path):
     assert r"a\_b & 12.35 & 3 \\" in tex and r"Caption 100\%" in tex and r"\label{tab:lm}" in tex
     write_table(df, "lm", tmp_path / "t.md", tmp_path / "t.csv", tmp_path / "t.tex")
     assert pd.read_csv(tmp_path / "t.csv").loc[0, "val ppl"] == 12.34567  # full precision in the CSV
+
+
+def write_bench(path: Path) -> Path:
+    """A `lt2 bench throughput` CSV laid out as the workflow writes it (.../bench/<scale>/throughput.csv)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "model,batch,ctx,status,decode_tokens_per_s,roofline_tokens_per_s,roofline_fraction\n"
+        "looped_pure_full,8,8192,ok,242.5,435.7,0.5566\n"
+        "looped_pure_full,8,16384,OOM,,,\n"
+        "looped_hybrid_gdn_dsa,8,8192,ok,354.5,1951.5,0.1816\n"
+        "looped_hybrid_gdn_dsa,8,16384,error: RuntimeError: boom,,,\n"
+    )
+    return path
+
+
+def test_decode_table_marks_oom_and_stands_beside_the_paper(tmp_path):
+    csv = write_bench(tmp_path / "bench" / "1B" / "throughput.csv")
+    paper = Path(__file__).parents[2] / "config" / "paper" / "decode.csv"
+    df = build_table("decode", [csv], paper).set_index("recipe")
+    assert df.loc["looped_pure_full", "decode tok/s B=8 ctx=8k"] == 242.5
+    assert df.loc["looped_pure_full", "decode tok/s B=8 ctx=16k"] == "OOM"
+    assert df.loc["looped_hybrid_gdn_dsa", "decode tok/s B=8 ctx=16k"] == "error"
+    assert df.loc["looped_pure_full", "roofline % B=8 ctx=8k"] == pytest.approx(55.66)
+    assert df.loc["looped_pure_full", "scale"] == "1B"
+    # the paper's 22 vs 125 tokens/s (batch 8, 8k) sit in their own column, labelled with the paper's scale
+    assert df.loc["looped_pure_full", "paper decode tok/s B=8 ctx=8k [1B]"] == 22
+    assert df.loc["looped_hybrid_gdn_dsa", "paper decode tok/s B=8 ctx=8k [1B]"] == 125
+
+
+def test_decode_throughput_figure_draws_every_model_and_batch(tmp_path):
+    from lt2.report.figures import build_figure, save_figure
+
+    csv = write_bench(tmp_path / "bench" / "1B" / "throughput.csv")
+    fig = build_figure("decode_throughput", [csv])
+    (ax,) = fig.axes
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert {"looped_pure_full", "looped_hybrid_gdn_dsa", "out of memory"} <= set(labels)
+    save_figure(fig, tmp_path / "f.png", tmp_path / "f.pdf")
+    assert (tmp_path / "f.png").stat().st_size > 1000 and (tmp_path / "f.pdf").stat().st_size > 1000

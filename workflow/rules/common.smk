@@ -143,6 +143,24 @@ def paper_csv(table):
     return f"{config['report']['paper']}/{table}.csv"
 
 
+def bench_recipes(wildcards):
+    """The recipe files of the throughput benchmark (config bench.throughput), in the configured order."""
+    bench = config["bench"]["throughput"]
+    return [f"{config['recipes']['dir']}/{wildcards.scale}/{r}.yaml" for r in bench["recipes"]]
+
+
+def bench_args(wildcards):
+    bench = config["bench"]["throughput"]
+    return f"--batch {bench['batch']} --ctx {bench['ctx']} --decode-steps {bench['decode_steps']}"
+
+
+def bench_csvs(wildcards):
+    """Inputs of the decode table and figure: the throughput run of the configured scale."""
+    if "throughput" not in config["bench"]:
+        raise ValueError("the decode table/figure need config bench.throughput (a GPU benchmark run)")
+    return [result_path(f"bench/{config['bench']['throughput']['scale']}/throughput.csv")]
+
+
 def final_outputs():
     """What `all` builds: every configured table (md, csv, tex) and figure (png, pdf)."""
     tables = expand(result_path("tables/{table}.{ext}"), table=config["report"]["tables"], ext=["md", "csv", "tex"])

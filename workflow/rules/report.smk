@@ -48,3 +48,34 @@ rule figure_training_curve:
         "figure training_curve"
     shell:
         "lt2 report figure training_curve --inputs {input} --png {output.png} --pdf {output.pdf} > {log} 2>&1"
+
+
+rule table_decode:
+    input:
+        records=bench_csvs,
+        paper=paper_csv("decode"),
+    output:
+        md=result_path("tables/decode.md"),
+        csv=report(result_path("tables/decode.csv"), caption="../report/decode.rst", category="Tables"),
+        tex=result_path("tables/decode.tex"),
+    log:
+        log_path("tables/decode.log"),
+    message:
+        "table decode ({input.records})"
+    shell:
+        "lt2 report table decode --inputs {input.records} --paper {input.paper}"
+        " --md {output.md} --csv {output.csv} --tex {output.tex} > {log} 2>&1"
+
+
+rule figure_decode_throughput:
+    input:
+        bench_csvs,
+    output:
+        png=report(figure_path("decode_throughput.png"), caption="../report/decode_throughput.rst", category="Figures"),
+        pdf=figure_path("decode_throughput.pdf"),
+    log:
+        log_path("figures/decode_throughput.log"),
+    message:
+        "figure decode_throughput"
+    shell:
+        "lt2 report figure decode_throughput --inputs {input} --png {output.png} --pdf {output.pdf} > {log} 2>&1"
