@@ -54,11 +54,12 @@ def _add_bench_train(cmds) -> None:
 
 def cmd_bench_throughput(a: argparse.Namespace) -> int:
     from lt2.bench.throughput import parse_sizes, run_throughput, write_throughput
-    from lt2.config import load_recipe
+    from lt2.config import load_recipe, recipe_files
 
     recipes = [load_recipe(path, a.overrides) for path in a.recipes]
     points, facts = run_throughput(recipes, parse_sizes(a.batch), parse_sizes(a.ctx), a.decode_steps, a.prefill_chunk)
-    write_throughput(points, facts, a.out, recipes, inputs=a.recipes)
+    inputs = list(dict.fromkeys(str(f) for path in a.recipes for f in recipe_files(path)))  # bases once each
+    write_throughput(points, facts, a.out, recipes, inputs=inputs)
     return 0
 
 

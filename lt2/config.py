@@ -189,6 +189,13 @@ class Recipe:
     train: TrainArgs = field(default_factory=TrainArgs)
 
 
+def recipe_files(path: str | Path) -> list[Path]:
+    """The recipe file and every `base` it names, base first: what a recipe's provenance must hash."""
+    path = Path(path)
+    base = (OmegaConf.to_container(OmegaConf.load(path)) or {}).get("base") if path.is_file() else None
+    return ([*recipe_files(path.parent / base)] if base else []) + [path]
+
+
 def recipe_layers(path: str | Path) -> list[dict]:
     """The YAML layers of a recipe, base first: a file may name `base: <file>` (relative to itself), so
     that the rows of one scale share their dimensions and training settings instead of copying them."""

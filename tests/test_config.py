@@ -67,3 +67,10 @@ def test_every_recipe_resolves(scale):
 
 def test_scales_have_the_same_rows():
     assert rows("tiny") == rows("600M") == rows("1B")
+
+
+def test_recipe_files_lists_the_base_chain_for_provenance():
+    from lt2.config import recipe_files
+
+    row = RECIPES / "600M" / "looped_pure_gdn.yaml"
+    assert recipe_files(row) == [RECIPES / "600M" / "_base.yaml", row]
