@@ -9,22 +9,18 @@
 - the DSA mixer on the Triton path == on the reference path: output, every parameter gradient (the
   injected indexer gradient included), and prefill + decode == forward through the model.
 
-Without CUDA this module turns on TRITON_INTERPRET=1 before triton is imported; on a GPU machine the same
-tests run the compiled kernels. The Triton tests skip with a reason when triton is missing.
+Without CUDA the Triton checks run in a TRITON_INTERPRET=1 worker process (fixture `interpreted`,
+tests/kernels/conftest.py); on a GPU machine the same checks run the compiled kernels in this process.
 
 Run: pytest tests/kernels/test_dsa_kernels.py
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
+import contextlib
 
 import pytest
 import torch
-
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")  # must precede the first import of triton
 
 from lt2.kernels.dsa import (
     index_scores_backward,
@@ -42,20 +38,12 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TOL = dict(rtol=2e-5, atol=1e-5)
 
 
-def _triton_skip_reason() -> str | None:
-    if importlib.util.find_spec("triton") is None:
-        return "triton is not installed (pip install triton)"
+@pytest.fixture
+def on_triton(request):
+    """`on_triton(check, *args)`: run a module-level check on CUDA here, else in the interpreter worker."""
     if DEVICE == "cuda":
-        return None
-    import triton.language as tl
-    from triton.runtime.interpreter import InterpretedFunction
-
-    if not isinstance(tl.zeros, InterpretedFunction):
-        return "triton was imported before TRITON_INTERPRET=1 could be set; run this file with TRITON_INTERPRET=1"
-    return None
-
-
-needs_triton = pytest.mark.skipif(_triton_skip_reason() is not None, reason=str(_triton_skip_reason()))
+        return lambda fn, *args: fn(*args)
+    return request.getfixturevalue("interpreted")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -85,9 +73,7 @@ SHAPES = [  # B, Tq, Tk, HQ, H, D, S
 ]
 
 
-@needs_triton
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B{}-Tq{}-Tk{}-HQ{}-H{}-D{}-S{}".format(*s))
-def test_sparse_attention_matches_naive(shape):
+def check_sparse_attention(shape):
     from lt2.kernels.dsa.parallel import parallel_sparse_attention
 
     B, Tq, Tk, HQ, H, D, S = shape
@@ -108,9 +94,7 @@ def test_sparse_attention_matches_naive(shape):
         assert_close(f"d{name}", a, e, **TOL)
 
 
-@needs_triton
-@pytest.mark.parametrize("shape", SHAPES[1:], ids=lambda s: "B{}-Tq{}-Tk{}-HQ{}-H{}-D{}-S{}".format(*s))
-def test_selected_probs_match_naive(shape):
+def check_selected_probs(shape):
     from lt2.kernels.dsa.parallel import parallel_selected_probs, parallel_sparse_attention
 
     B, Tq, Tk, HQ, H, D, S = shape
@@ -124,8 +108,7 @@ def test_selected_probs_match_naive(shape):
     assert_close("rows sum to one", p.sum(-1), torch.ones(B, Tq, device=DEVICE), **TOL)
 
 
-@needs_triton
-def test_prefix_view_of_a_cache():
+def check_prefix_view_of_a_cache():
     from lt2.kernels.dsa.parallel import parallel_sparse_attention
 
     gen = torch.Generator().manual_seed(3)
@@ -135,6 +118,23 @@ def test_prefix_view_of_a_cache():
     k, v = cache_k[:, :31].to(DEVICE), cache_v[:, :31].to(DEVICE)
     got = parallel_sparse_attention(q.to(DEVICE), k, v, indices.to(DEVICE))
     assert_close("prefix view", got, naive_sparse_attention(q, cache_k[:, :31], cache_v[:, :31], indices)[0], **TOL)
+
+
+SHAPE_ID = "B{}-Tq{}-Tk{}-HQ{}-H{}-D{}-S{}".format
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: SHAPE_ID(*s))
+def test_sparse_attention_matches_naive(shape, on_triton):
+    on_triton(check_sparse_attention, shape)
+
+
+@pytest.mark.parametrize("shape", SHAPES[1:], ids=lambda s: SHAPE_ID(*s))
+def test_selected_probs_match_naive(shape, on_triton):
+    on_triton(check_selected_probs, shape)
+
+
+def test_prefix_view_of_a_cache(on_triton):
+    on_triton(check_prefix_view_of_a_cache)
 
 
 # --------------------------------------------------------------------------------- indexer
@@ -182,18 +182,23 @@ def test_index_backward_equals_autograd(T, monkeypatch):
 
 
 # ------------------------------------------------------------------------- the mixer on Triton
-def use_triton_path(monkeypatch) -> None:
+@contextlib.contextmanager
+def triton_path():
     """Route the DSA mixer through the Triton kernels whatever the device (CPU: the interpreter)."""
     import lt2.mixers.dsa as dsa_module
 
-    monkeypatch.setattr(dsa_module.backend, "use_fast", lambda x, needs="torch": needs == "triton")
+    original = dsa_module.backend.use_fast
+    dsa_module.backend.use_fast = lambda x, needs="torch": needs == "triton"
+    try:
+        yield
+    finally:
+        dsa_module.backend.use_fast = original
 
 
 DSA = {"n_kv_heads": 2, "index_n_heads": 2, "index_head_dim": 8, "topk": 12}
 
 
-@needs_triton
-def test_dsa_mixer_triton_path_equals_reference(monkeypatch):
+def check_dsa_mixer_triton_path():
     from lt2.mixers.dsa import DeepSeekSparseAttention
     from lt2.model.init import init_weights
 
@@ -208,8 +213,8 @@ def test_dsa_mixer_triton_path_equals_reference(monkeypatch):
         return y, grads, m.last_index_loss
 
     y_ref, g_ref, loss_ref = run()
-    use_triton_path(monkeypatch)
-    y, g, loss = run()
+    with triton_path():
+        y, g, loss = run()
     assert_close("y", y, y_ref, **TOL)
     assert_close("index loss", loss, loss_ref, **TOL)
     names = ["x"] + [n for n, _ in m.named_parameters()]
@@ -217,12 +222,20 @@ def test_dsa_mixer_triton_path_equals_reference(monkeypatch):
         assert_close(f"d{name}", a, e, rtol=1e-4, atol=1e-5)
 
 
-@needs_triton
-def test_model_decode_on_triton_path_equals_forward(monkeypatch):
-    use_triton_path(monkeypatch)
-    model = tiny_model("dsa", 2, dsa=DSA).float().to(DEVICE)
-    tokens = torch.randint(0, 97, (2, 18), device=DEVICE)
-    full = model(tokens)
-    logits, state = model.prefill(tokens[:, :11], max_len=20)
-    steps = [model.step(tokens[:, t], state)[0][:, None] for t in range(11, 18)]
+def check_model_decode_on_triton_path():
+    torch.manual_seed(0)
+    with triton_path():
+        model = tiny_model("dsa", 2, dsa=DSA).float().to(DEVICE)
+        tokens = torch.randint(0, 97, (2, 18), device=DEVICE)
+        full = model(tokens)
+        logits, state = model.prefill(tokens[:, :11], max_len=20)
+        steps = [model.step(tokens[:, t], state)[0][:, None] for t in range(11, 18)]
     assert_close("prefill + decode", torch.cat([logits, *steps], 1), full, **TOL)
+
+
+def test_dsa_mixer_triton_path_equals_reference(on_triton):
+    on_triton(check_dsa_mixer_triton_path)
+
+
+def test_model_decode_on_triton_path_equals_forward(on_triton):
+    on_triton(check_model_decode_on_triton_path)

@@ -32,6 +32,9 @@ def test_paper_dry_run_lists_every_job(workflow):
         "table_model_size": 1,
         "table_lm": 1,
         "figure_training_curve": 1,
+        "bench_throughput": 1,  # one GPU job times every benchmarked recipe side by side
+        "table_decode": 1,
+        "figure_decode_throughput": 1,
         "all": 1,
     }, counts
     assert "--kind hf --name meta-llama/Meta-Llama-3-8B" in res.stdout
