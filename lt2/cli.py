@@ -53,11 +53,14 @@ def _add_bench_train(cmds) -> None:
 
 
 def cmd_bench_throughput(a: argparse.Namespace) -> int:
-    from lt2.bench.throughput import parse_sizes, run_throughput, write_throughput
+    from lt2.bench.throughput import parse_engines, parse_sizes, run_throughput, write_throughput
     from lt2.config import load_recipe, recipe_files
 
+    engines = parse_engines(a.engines)
     recipes = [load_recipe(path, a.overrides) for path in a.recipes]
-    points, facts = run_throughput(recipes, parse_sizes(a.batch), parse_sizes(a.ctx), a.decode_steps, a.prefill_chunk)
+    points, facts = run_throughput(
+        recipes, parse_sizes(a.batch), parse_sizes(a.ctx), a.decode_steps, a.prefill_chunk, engines=tuple(engines)
+    )
     inputs = list(dict.fromkeys(str(f) for path in a.recipes for f in recipe_files(path)))  # bases once each
     write_throughput(points, facts, a.out, recipes, inputs=inputs)
     return 0
@@ -70,6 +73,7 @@ def _add_bench_throughput(cmds) -> None:
     p.add_argument("--ctx", default="1k,2k,4k,8k,16k,32k", help="context lengths, e.g. 1k,8k,32768")
     p.add_argument("--decode-steps", type=int, default=32, help="timed decode steps per point")
     p.add_argument("--prefill-chunk", type=int, default=8192, help="prefill in chunks of this many tokens")
+    p.add_argument("--engines", default="graph,compile", help="decode engines side by side: graph, compile")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="override for every recipe")
     p.add_argument("--out", required=True, help="CSV of the points (a JSON record is written beside it)")
     p.set_defaults(func=cmd_bench_throughput)
@@ -327,7 +331,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
     if tokenizer_dir is None or not Path(tokenizer_dir).is_dir():
         raise ValueError("generation needs a tokenizer: pass --tokenizer DIR (or a model dir with a tokenizer/)")
     sampling = SamplingArgs(temperature=a.temperature, top_p=a.top_p, max_new_tokens=a.max_new_tokens, seed=a.seed)
-    texts = generate(model, Tokenizer.load(tokenizer_dir), a.prompt, sampling, tuple(a.stop))
+    texts = generate(model, Tokenizer.load(tokenizer_dir), a.prompt, sampling, tuple(a.stop), compile=a.compile)
     for prompt, text in zip(a.prompt, texts, strict=True):
         print(f"### {prompt}\n{text}")
     return 0
@@ -345,6 +349,7 @@ def _add_generate(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", choices=["bf16", "fp32"], default="fp32")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the decode step (pays off on long outputs)")
     p.set_defaults(func=cmd_generate)
 
 

@@ -9,11 +9,15 @@ is reported as tokens/s.
 
 Weights are random (bf16); decoding continues a real prefill of `ctx` random tokens, so caches hold
 real values. An out-of-memory point is recorded as OOM, not raised: the OOM frontier is part of the table.
+
+Engines (`ENGINES`), measured side by side per point: `graph` replays the eager decode step from a CUDA
+graph; `compile` compiles the step with torch.compile first and replays that from the graph.
 """
 
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -25,10 +29,22 @@ from lt2.infer.decoder import Decoder
 from lt2.model import LoopedLM
 from lt2.model.costs import decode_step_bytes
 
+ENGINES = {"graph": False, "compile": True}  # name -> Decoder(compile=...)
+
+
+def parse_engines(text: str) -> list[str]:
+    """'graph,compile' -> ['graph', 'compile']; an unknown name is refused with the valid ones."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in ENGINES]
+    if unknown or not names:
+        raise ValueError(f"unknown decode engine(s) {unknown or text!r}; choose from {', '.join(ENGINES)}")
+    return names
+
 
 @dataclass
 class ThroughputPoint:
     model: str
+    engine: str  # a key of ENGINES
     batch: int
     ctx: int
     status: str  # ok | OOM
@@ -39,7 +55,7 @@ class ThroughputPoint:
     roofline_fraction: float | None = None
     step_bytes: float | None = None
     peak_memory_gb: float | None = None
-    capture_s: float | None = None  # eager warm-up + graph capture, excluded from the timings
+    capture_s: float | None = None  # warm-up (+ compilation) + graph capture, excluded from the timings
 
 
 def parse_sizes(text: str) -> list[int]:
@@ -84,19 +100,28 @@ def build_model(recipe: Recipe, device: torch.device, dtype: torch.dtype) -> Loo
 
 
 def _release() -> None:
+    torch._dynamo.reset()  # compiled steps of earlier points: free them, and stay under the recompile limit
     gc.collect()
     torch.cuda.empty_cache()
 
 
 @torch.no_grad()
 def measure_point(
-    model: LoopedLM, name: str, batch: int, ctx: int, decode_steps: int, bandwidth: float, prefill_chunk: int
+    model: LoopedLM,
+    name: str,
+    engine: str,
+    batch: int,
+    ctx: int,
+    decode_steps: int,
+    bandwidth: float,
+    prefill_chunk: int,
 ) -> ThroughputPoint:
     device = model.embed.weight.device
     torch.cuda.reset_peak_memory_stats(device)
     decoder = None
+    where = dict(model=name, engine=engine, batch=batch, ctx=ctx)
     try:
-        decoder = Decoder(model, batch, ctx + decode_steps + 4, cuda_graph=True, warmup=2)
+        decoder = Decoder(model, batch, ctx + decode_steps + 4, cuda_graph=True, warmup=2, compile=ENGINES[engine])
         tokens = torch.randint(0, model.args.vocab_size, (batch, ctx), device=device)
         # Untimed first pass over two chunks: kernels compile and autotune for these shapes (a fresh chunk and
         # one onto a filled cache); then the caches are emptied in place and the timed prefill starts over.
@@ -111,7 +136,7 @@ def measure_point(
         prefill_s = time.perf_counter() - t0
         token = logits[:, -1].argmax(-1)
         t0 = time.perf_counter()
-        for _ in range(3):  # two eager warm-up steps, then the capture
+        for _ in range(3):  # two warm-up steps (and the compilation), then the capture
             _, token = decoder.step(token)
         torch.cuda.synchronize()
         capture_s = time.perf_counter() - t0
@@ -125,17 +150,15 @@ def measure_point(
     except torch.OutOfMemoryError:
         del decoder
         _release()
-        return ThroughputPoint(name, batch, ctx, "OOM")
+        return ThroughputPoint(**where, status="OOM")
     except Exception as err:  # a kernel failure is a result too: record it, measure the other points
         del decoder
         _release()
-        return ThroughputPoint(name, batch, ctx, f"error: {type(err).__name__}: {str(err)[:200]}")
+        return ThroughputPoint(**where, status=f"error: {type(err).__name__}: {str(err)[:200]}")
     step_bytes = decode_step_bytes(model, batch, ctx + decode_steps // 2)
     roofline = batch / (step_bytes / bandwidth)
     point = ThroughputPoint(
-        model=name,
-        batch=batch,
-        ctx=ctx,
+        **where,
         status="ok",
         prefill_tokens_per_s=batch * ctx / prefill_s,
         decode_tokens_per_s=batch / step_s,
@@ -158,8 +181,9 @@ def run_throughput(
     decode_steps: int = 32,
     prefill_chunk: int = 8192,
     device: str = "cuda",
+    engines: tuple[str, ...] = tuple(ENGINES),
 ) -> tuple[list[ThroughputPoint], dict]:
-    """Measure every (recipe, batch, ctx) point side by side in one process; returns points + run facts."""
+    """Measure every (recipe, engine, batch, ctx) point side by side in one process; returns points + facts."""
     if not torch.cuda.is_available():
         raise ValueError("lt2 bench throughput measures a CUDA device; none is visible")
     dev = torch.device(device)
@@ -167,12 +191,11 @@ def run_throughput(
     points = []
     for recipe in recipes:
         model = build_model(recipe, dev, torch.bfloat16)
-        for batch in batches:
-            for ctx in contexts:
-                point = measure_point(model, recipe.name, batch, ctx, decode_steps, bandwidth, prefill_chunk)
-                print(format_point(point), flush=True)
-                print("POINT " + json.dumps(asdict(point)), flush=True)  # machine-readable, survives a kill
-                points.append(point)
+        for engine, batch, ctx in itertools.product(engines, batches, contexts):
+            point = measure_point(model, recipe.name, engine, batch, ctx, decode_steps, bandwidth, prefill_chunk)
+            print(format_point(point), flush=True)
+            print("POINT " + json.dumps(asdict(point)), flush=True)  # machine-readable, survives a kill
+            points.append(point)
         del model
         _release()
     facts = {"copy_bandwidth_bytes_per_s": bandwidth, "gpu": torch.cuda.get_device_name(dev)}
@@ -180,10 +203,11 @@ def run_throughput(
 
 
 def format_point(p: ThroughputPoint) -> str:
+    where = f"{p.model:>28} {p.engine:>7} B={p.batch:<2} ctx={p.ctx:>6}"
     if p.status != "ok":
-        return f"{p.model:>28} B={p.batch:<2} ctx={p.ctx:>6}  {p.status}"
+        return f"{where}  {p.status}"
     return (
-        f"{p.model:>28} B={p.batch:<2} ctx={p.ctx:>6}  prefill {p.prefill_tokens_per_s:>9.0f} tok/s  "
+        f"{where}  prefill {p.prefill_tokens_per_s:>9.0f} tok/s  "
         f"decode {p.decode_tokens_per_s:>8.1f} tok/s ({p.decode_ms_per_step:6.2f} ms/step, "
         f"{100 * p.roofline_fraction:4.0f}% of {p.roofline_tokens_per_s:8.1f} roofline)  "
         f"peak {p.peak_memory_gb:5.1f} GB"

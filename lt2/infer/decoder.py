@@ -1,6 +1,10 @@
 """Static-shape decoding: caches allocated once for (batch, max_len), one-token steps replayed from a
 CUDA graph on GPU (launch overhead dominates an eager looped decode: n_layers x loop_count mixers per
 token), plain eager calls elsewhere. Both paths run the same `LoopedLM.decode_step`.
+
+`compile=True` hands that step to torch.compile first (fixed shapes, so one specialised graph): Inductor
+fuses the norms, rotary, gates and residuals between the matmuls, tens of small kernels per layer and
+loop, which a CUDA graph replays but cannot merge. The graph then captures the compiled step.
 """
 
 from __future__ import annotations
@@ -18,9 +22,9 @@ class Decoder:
     >>> logits = dec.prefill(tokens, pad_mask)          # [B, T, V]
     >>> logits, nxt = dec.step(logits[:, -1].argmax(-1))  # [B, V], [B]
 
-    The first `warmup` steps run eagerly (kernels compile and autotune there); the graph is captured at
-    the next step and replayed afterwards. Capture records kernels without running them, so it never
-    disturbs the state.
+    The first `warmup` steps run without a graph (kernels compile and autotune there, and torch.compile
+    traces when `compile`); the graph is captured at the next step and replayed afterwards. Capture
+    records kernels without running them, so it never disturbs the state.
     """
 
     def __init__(
@@ -32,6 +36,7 @@ class Decoder:
         cuda_graph: bool | None = None,
         warmup: int = 2,
         dtype: torch.dtype | None = None,
+        compile: bool = False,
     ):
         self.model = model
         self.sampling = sampling or SamplingArgs()
@@ -41,6 +46,8 @@ class Decoder:
         if self.cuda_graph and device.type != "cuda":
             raise ValueError("cuda_graph=True needs the model on a CUDA device")
         self.warmup = warmup
+        # dynamic=False: every step has the same shapes; a dynamic graph would only add guards.
+        self._decode_step = torch.compile(model.decode_step, dynamic=False) if compile else model.decode_step
         self.generator = torch.Generator(device=device).manual_seed(self.sampling.seed)
         self._token = torch.zeros(batch, dtype=torch.long, device=device)  # static graph input
         self._graph: torch.cuda.CUDAGraph | None = None
@@ -55,7 +62,7 @@ class Decoder:
         Cache tensors start at zero and integer ones (slot indices, e.g. a window ring's) at -1: empty.
         """
         for member in self.state.members:
-            for tensor in _tensors(member.caches):
+            for tensor in cache_tensors(member.caches):
                 tensor.fill_(-1) if tensor.dtype == torch.long else tensor.zero_()
             member.key_mask.zero_()
             member.positions.zero_()
@@ -70,7 +77,7 @@ class Decoder:
         return logits
 
     def _step_and_sample(self) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.model.decode_step(self._token, self.state)
+        logits = self._decode_step(self._token, self.state)
         return logits, sample(logits, self.sampling, self.generator)
 
     @torch.no_grad()
@@ -102,12 +109,12 @@ class Decoder:
         return out
 
 
-def _tensors(obj) -> list[torch.Tensor]:
+def cache_tensors(obj) -> list[torch.Tensor]:
     """Every tensor of a cache object (tensors, tuples, lists, dataclasses)."""
     if isinstance(obj, torch.Tensor):
         return [obj]
     if isinstance(obj, (list, tuple)):
-        return [t for o in obj for t in _tensors(o)]
+        return [t for o in obj for t in cache_tensors(o)]
     if hasattr(obj, "__dataclass_fields__"):
-        return [t for f in obj.__dataclass_fields__ for t in _tensors(getattr(obj, f))]
+        return [t for f in obj.__dataclass_fields__ for t in cache_tensors(getattr(obj, f))]
     return []

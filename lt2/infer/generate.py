@@ -32,6 +32,7 @@ def generate_ids(
     stop=None,
     cuda_graph: bool | None = None,
     check_every: int = 8,
+    compile: bool = False,
 ) -> list[list[int]]:
     """Generate up to sampling.max_new_tokens per prompt; `stop(row, ids) -> bool` ends a row early.
 
@@ -40,7 +41,9 @@ def generate_ids(
     """
     device = model.embed.weight.device
     tokens, pad_mask = left_pad(prompts, pad_id, device)
-    decoder = Decoder(model, len(prompts), tokens.shape[1] + sampling.max_new_tokens, sampling, cuda_graph)
+    decoder = Decoder(
+        model, len(prompts), tokens.shape[1] + sampling.max_new_tokens, sampling, cuda_graph, compile=compile
+    )
     logits = decoder.prefill(tokens, pad_mask, last_only=True)
     token = sample(logits[:, -1], sampling, decoder.generator)
     new = torch.empty(len(prompts), sampling.max_new_tokens, dtype=torch.long, device=device)
@@ -74,6 +77,7 @@ def generate(
     sampling: SamplingArgs,
     stop_strings: tuple[str, ...] = (),
     cuda_graph: bool | None = None,
+    compile: bool = False,
 ) -> list[str]:
     """Text in, text out. Output stops at EOS or before the first stop string."""
     ids = [tokenizer.encode(p, bos=True) for p in prompts]
@@ -81,9 +85,8 @@ def generate(
     def hit_stop(row: int, out: list[int]) -> bool:
         return any(s in tokenizer.decode(out[-64:]) for s in stop_strings)
 
-    out_ids = generate_ids(
-        model, ids, sampling, tokenizer.eos_id, tokenizer.pad_id, hit_stop if stop_strings else None, cuda_graph
-    )
+    stop = hit_stop if stop_strings else None
+    out_ids = generate_ids(model, ids, sampling, tokenizer.eos_id, tokenizer.pad_id, stop, cuda_graph, compile=compile)
     texts = []
     for out in out_ids:
         text = tokenizer.decode(out)

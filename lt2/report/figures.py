@@ -61,7 +61,8 @@ def training_curve(inputs: list[Path]) -> Figure:
 
 
 def decode_throughput(inputs: list[Path]) -> Figure:
-    """Decode tokens/s (over the batch) against context, one line per model, one panel per batch size.
+    """Decode tokens/s (over the batch) against context, one line per model (and engine, where a run compared
+    several), one panel per batch size.
 
     Inputs: `lt2 bench throughput` CSVs. Points that ran out of memory are marked with an x at the top of
     the panel; the dotted lines are each model's HBM roofline.
@@ -69,6 +70,10 @@ def decode_throughput(inputs: list[Path]) -> Figure:
     import pandas as pd
 
     points = pd.concat([pd.read_csv(p) for p in inputs], ignore_index=True)
+    if "engine" not in points:  # recorded before engines were compared: the CUDA graph alone
+        points["engine"] = "graph"
+    if points["engine"].nunique() > 1:
+        points["model"] = points["model"] + " [" + points["engine"] + "]"
     batches = sorted(points["batch"].unique())
     fig, axes = plt.subplots(1, len(batches), figsize=(5.2 * len(batches), 4.0), layout="constrained", squeeze=False)
     for ax, batch in zip(axes[0], batches, strict=True):

@@ -131,17 +131,22 @@ def display_path(path: PathLike) -> str:
 # ------------------------------------------------------------- environment facts
 @functools.cache
 def git_state() -> dict[str, Any]:
-    """Commit, dirty flag and the hash of the uncommitted diff of the source tree (None outside git)."""
+    """Commit, dirty flag and the hash of the uncommitted diff of the source tree.
+
+    A copy of the tree without its .git (a GPU node given the working tree only) names its commit in
+    $LT2_GIT_COMMIT, recorded as `commit` with `source: "env"` and unknown dirtiness; otherwise None.
+    """
 
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout
 
-    if shutil.which("git") is None:
-        return {"commit": None, "dirty": None, "diff_sha256": None}
     try:
+        if shutil.which("git") is None:
+            raise FileNotFoundError("git")
         commit = git("rev-parse", "HEAD").strip()
-    except subprocess.CalledProcessError:
-        return {"commit": None, "dirty": None, "diff_sha256": None}
+    except (FileNotFoundError, subprocess.CalledProcessError):
+        declared = os.environ.get("LT2_GIT_COMMIT") or None
+        return {"commit": declared, "dirty": None, "diff_sha256": None, "source": "env" if declared else None}
     exclude = [f":(exclude){d}" for d in GENERATED]
     status = git("status", "--porcelain", "--", ".", *exclude)
     diff = git("diff", "HEAD", "--binary", "--", ".", *exclude)
@@ -151,6 +156,7 @@ def git_state() -> dict[str, Any]:
         "diff_sha256": hashlib.sha256(diff.encode()).hexdigest() if diff else None,
         # untracked files change behaviour too, but have no diff: name them so a reader knows
         "untracked": [line[3:] for line in status.splitlines() if line.startswith("??")],
+        "source": "git",
     }
 
 

@@ -114,16 +114,21 @@ def _ctx_label(ctx: int) -> str:
 
 
 def decode_table(inputs: list[Path]) -> pd.DataFrame:
-    """Decode throughput (tokens/s over the batch) per model, batch and context; OOM where it ran out of memory.
+    """Decode throughput (tokens/s over the batch) per model, engine, batch and context; OOM where it ran out
+    of memory.
 
     Inputs: `lt2 bench throughput` CSVs laid out as `.../bench/<scale>/throughput.csv`, all models of one run.
+    Runs recorded before engines were compared have no `engine` column: they used the CUDA graph alone.
     """
-    rows: dict[tuple[str, str], dict] = {}
+    rows: dict[tuple[str, str, str], dict] = {}
     for path in inputs:
         scale = Path(path).parent.name
         points = pd.read_csv(path)
+        if "engine" not in points:
+            points["engine"] = "graph"
         for p in points.itertuples(index=False):
-            row = rows.setdefault((scale, p.model), {"recipe": p.model, "scale": scale})
+            key = (scale, p.model, p.engine)
+            row = rows.setdefault(key, {"recipe": p.model, "scale": scale, "engine": p.engine})
             column = f"decode tok/s B={p.batch} ctx={_ctx_label(p.ctx)}"
             row[column] = p.decode_tokens_per_s if p.status == "ok" else p.status.split(":")[0]
             if p.status == "ok":
@@ -131,7 +136,7 @@ def decode_table(inputs: list[Path]) -> pd.DataFrame:
     df = pd.DataFrame(list(rows.values()))
     decode = [c for c in df.columns if c.startswith("decode")]
     roofline = [c for c in df.columns if c.startswith("roofline")]
-    return df[["recipe", "scale", *decode, *roofline]]
+    return df[["recipe", "scale", "engine", *decode, *roofline]]
 
 
 TABLES: dict[str, Callable[[list[Path]], pd.DataFrame]] = {

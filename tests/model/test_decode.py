@@ -124,3 +124,13 @@ def test_right_padding_is_rejected_with_advice():
     pad_mask = torch.tensor([[True, True, False]])
     with pytest.raises(ValueError, match="left_align"):
         model.prefill(torch.zeros(1, 3, dtype=torch.long), pad_mask=pad_mask)
+
+
+@pytest.mark.parametrize("pattern", ALL_PATTERNS)
+def test_bf16_decode_follows_the_bf16_forward(pattern):
+    """A bf16 model decodes on the CPU reference paths too (every mixer returns its input dtype), and the
+    cached path stays within bf16 rounding of the uncached one."""
+    model = tiny_model(pattern, loop_count_for(pattern, 2)).to(torch.bfloat16)
+    tokens = torch.randint(0, 97, (2, 24))
+    full = model(tokens).float()
+    assert_close(f"{pattern} bf16", incremental_logits(model, tokens, [9]).float(), full, rtol=3e-2, atol=0)

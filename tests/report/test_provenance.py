@@ -106,3 +106,35 @@ def test_run_recorded_captures_stdout_and_records_only_success(tmp_path, monkeyp
     status = run_recorded(["model-info", "missing.yaml", "--json"], [], ["bad.json"], None, "bad.json")
     assert status == 2
     assert not Path("bad.json").exists() and not Path("bad.json.prov.json").exists()
+
+
+@pytest.fixture
+def fresh_git_state():
+    """git_state is cached per process (one answer per run): forget it around a test that moves the cwd."""
+    provenance.git_state.cache_clear()
+    yield
+    provenance.git_state.cache_clear()
+
+
+def test_a_tree_without_git_records_the_declared_commit(tmp_path, monkeypatch, fresh_git_state):
+    """A GPU node gets the working tree without .git: $LT2_GIT_COMMIT names the commit it came from."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))  # no repository above tmp_path either
+    monkeypatch.delenv("LT2_GIT_COMMIT", raising=False)
+    assert provenance.git_state() == {"commit": None, "dirty": None, "diff_sha256": None, "source": None}
+    monkeypatch.setenv("LT2_GIT_COMMIT", "4f9a579")
+    provenance.git_state.cache_clear()
+    assert provenance.git_state() == {"commit": "4f9a579", "dirty": None, "diff_sha256": None, "source": "env"}
+
+
+def test_a_repository_records_its_own_head(tmp_path, monkeypatch, fresh_git_state):
+    import subprocess
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LT2_GIT_COMMIT", "not-this-one")  # git's answer wins where there is a repository
+    subprocess.run(["git", "init", "-q"], check=True)
+    identity = ["-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", *identity, "commit", "-q", "--allow-empty", "-m", "x"], check=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    state = provenance.git_state()
+    assert state["commit"] == head and state["source"] == "git" and state["dirty"] is False

@@ -49,7 +49,7 @@ def naive_recurrent_delta_rule(
     """
     check_inputs(q, k, v, beta, g, initial_state, None)
     B, T, H, K = q.shape
-    dtype = torch.promote_types(v.dtype, torch.float32)
+    out_dtype, dtype = v.dtype, torch.promote_types(v.dtype, torch.float32)
     q, k, v, beta = q.to(dtype), k.to(dtype), v.to(dtype), beta.to(dtype)
     if use_qk_l2norm:
         q, k = l2norm(q), l2norm(k)
@@ -68,4 +68,4 @@ def naive_recurrent_delta_rule(
         S = S + torch.einsum("bhk,bhv->bhkv", k_t, beta[:, t, :, None] * error)
         outputs.append(torch.einsum("bhk,bhkv->bhv", q[:, t], S))
     o = torch.stack(outputs, dim=1) if outputs else v.new_zeros(v.shape)
-    return o.to(v.dtype), (S if output_final_state else None)
+    return o.to(out_dtype), (S if output_final_state else None)
