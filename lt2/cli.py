@@ -36,10 +36,10 @@ def _add_audit(sub) -> None:
 # ------------------------------------------------------------------ bench
 def cmd_bench_train(a: argparse.Namespace) -> int:
     from lt2.bench.train import run_bench_train
-    from lt2.config import load_recipe
+    from lt2.config import load_recipe, recipe_files
 
     recipe = load_recipe(a.recipe, a.overrides)
-    result = run_bench_train(recipe, a.steps, a.warmup, a.out)
+    result = run_bench_train(recipe, a.steps, a.warmup, a.out, inputs=[str(f) for f in recipe_files(a.recipe)])
     return 0 if result.status == "ok" else 1
 
 

@@ -176,16 +176,19 @@ def format_table(b: TrainBench) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
-def write_record(b: TrainBench, recipe: Recipe, out: str | Path) -> None:
-    """The JSON record and its provenance sidecar (`<out>.prov.json`, lt2.report.provenance)."""
+def write_record(b: TrainBench, recipe: Recipe, out: str | Path, inputs: list[str] = ()) -> None:
+    """The JSON record and its provenance sidecar (`<out>.prov.json`, lt2.report.provenance); `inputs` are the
+    recipe's files (the recipe and its bases), hashed into the sidecar."""
     from lt2.report import provenance
 
-    with provenance.record([out], config=to_dict(recipe)) as rec:
+    with provenance.record([out], inputs=list(inputs), config=to_dict(recipe)) as rec:
         provenance.atomic_write_text(out, json.dumps(asdict(b), indent=2, sort_keys=True) + "\n")
         rec.extra["device"] = b.device
 
 
-def run_bench_train(recipe: Recipe, steps: int, warmup: int, out: str | Path | None) -> TrainBench:
+def run_bench_train(
+    recipe: Recipe, steps: int, warmup: int, out: str | Path | None, inputs: list[str] = ()
+) -> TrainBench:
     """`lt2 bench train`: start the process group, bench, print the table and write the record (rank 0)."""
     from lt2.train.args import validate_run
     from lt2.train.distributed import destroy_distributed, init_distributed
@@ -201,5 +204,5 @@ def run_bench_train(recipe: Recipe, steps: int, warmup: int, out: str | Path | N
     if info.is_main:
         print(format_table(result))
         if out is not None:
-            write_record(result, recipe, out)
+            write_record(result, recipe, out, inputs)
     return result

@@ -139,10 +139,34 @@ def decode_table(inputs: list[Path]) -> pd.DataFrame:
     return df[["recipe", "scale", "engine", *decode, *roofline]]
 
 
+def train_throughput_table(inputs: list[Path]) -> pd.DataFrame:
+    """Training speed per recipe from `lt2 bench train` records (`.../bench/train/<scale>/<recipe>.json`):
+    tokens/s per device, model FLOPs utilisation against the device's dense peak, peak memory."""
+    rows = []
+    for path in inputs:
+        scale, recipe = recipe_id(path)
+        rec = json.loads(Path(path).read_text())
+        rows.append(
+            {
+                "recipe": recipe,
+                "scale": scale,
+                "device": f"{rec['device']} x {rec['world_size']}",
+                "micro-batch": f"{rec['batch_size']} x {rec['seq_len']}",
+                "status": rec["status"],
+                "tokens/s per device": rec["tokens_per_s_per_device"],
+                "MFU %": 100 * rec["mfu"] if rec["mfu"] is not None else None,
+                "peak memory GiB": rec["peak_mem_gib"],
+                "train GFLOPs/token": rec["train_flops_per_token"] / 1e9,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 TABLES: dict[str, Callable[[list[Path]], pd.DataFrame]] = {
     "decode": decode_table,
     "lm": lm_table,
     "model_size": model_size_table,
+    "train_throughput": train_throughput_table,
 }
 
 

@@ -136,3 +136,31 @@ def test_recorded_single_engine_run_still_reports(tmp_path):
     assert set(df["engine"]) == {"graph"}
     assert df.loc["looped_pure_full", "decode tok/s B=8 ctx=16k"] == "OOM"
     assert df.loc["looped_pure_full", "decode tok/s B=8 ctx=8k"] == pytest.approx(242, abs=1)
+
+
+def test_train_throughput_table_reads_bench_train_records(tmp_path):
+    from dataclasses import asdict
+
+    from lt2.bench.train import TrainBench
+
+    common = dict(device="NVIDIA H100 80GB HBM3", world_size=1, dtype="bf16", seq_len=4096, grad_accum=1,
+                  compile=True, activation_checkpointing="none", loss_chunk=8192, steps=300, warmup_steps=20,
+                  train_flops_per_token=3.1e9, peak_tflops=989.0)  # fmt: skip
+    ok = TrainBench(recipe="looped_pure_full", status="ok", batch_size=2, warmup_s=60.0, step_time_s=0.1,
+                    tokens_per_s=81920.0, tokens_per_s_per_device=81920.0, achieved_tflops_per_device=254.0,
+                    mfu=0.2568, peak_mem_gib=61.5, reserved_mem_gib=70.0, final_loss=11.7, **common)  # fmt: skip
+    oom = TrainBench(recipe="looped_pure_gdn", status="OOM", batch_size=4, warmup_s=None, step_time_s=None,
+                     tokens_per_s=None, tokens_per_s_per_device=None, achieved_tflops_per_device=None, mfu=None,
+                     peak_mem_gib=None, reserved_mem_gib=None, final_loss=None, **common)  # fmt: skip
+    paths = []
+    for rec in (ok, oom):
+        path = tmp_path / "bench" / "train" / "600M" / f"{rec.recipe}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(rec)))
+        paths.append(path)
+    paper = Path(__file__).parents[2] / "config" / "paper" / "train_throughput.csv"  # header only
+    df = build_table("train_throughput", paths, paper).set_index("recipe")
+    assert not [c for c in df.columns if c.startswith("paper")]
+    assert df.loc["looped_pure_full", "MFU %"] == pytest.approx(25.68)
+    assert df.loc["looped_pure_full", "scale"] == "600M" and df.loc["looped_pure_full", "micro-batch"] == "2 x 4096"
+    assert df.loc["looped_pure_gdn", "status"] == "OOM" and pd.isna(df.loc["looped_pure_gdn", "MFU %"])

@@ -35,6 +35,8 @@ def test_paper_dry_run_lists_every_job(workflow):
         "bench_throughput": 1,  # one GPU job times every benchmarked recipe side by side
         "table_decode": 1,
         "figure_decode_throughput": 1,
+        "bench_train": 2,  # the 600M full-attention and GDN loops, one GPU job each
+        "table_train_throughput": 1,
         "all": 1,
     }, counts
     assert "--kind hf --name meta-llama/Meta-Llama-3-8B" in res.stdout
@@ -42,11 +44,19 @@ def test_paper_dry_run_lists_every_job(workflow):
         assert f"results/paper/train/{rid}/model.safetensors" in res.stdout
     assert "config/recipes/1B/_base.yaml" in res.stdout  # bases are inputs of their recipes' jobs
     assert "results/paper/train/1B/_base" not in res.stdout  # ... and never recipes themselves
+    assert "lt2 bench train config/recipes/600M/looped_pure_gdn.yaml data.batch_size=2" in res.stdout
+    assert "results/paper/bench/train/600M/looped_pure_full.json" in res.stdout
 
 
 def test_one_table_plans_only_its_ancestors(workflow):
     res = snakemake(workflow, "-n", "results/test/tables/model_size.md")
     assert job_counts(res.stdout) == {"model_info": 2, "table_model_size": 1}, res.stdout[-3000:]
+
+
+def test_train_throughput_table_plans_only_the_training_benchmarks(workflow):
+    res = snakemake(workflow, "-n", "results/paper/tables/train_throughput.md", "--configfile", "config/paper.yaml",
+                    overlay=False)  # fmt: skip
+    assert job_counts(res.stdout) == {"bench_train": 2, "table_train_throughput": 1}, res.stdout[-3000:]
 
 
 def test_lm_table_plans_training_but_not_other_tables(workflow):

@@ -17,3 +17,21 @@ rule bench_throughput:
         "decode/prefill throughput at {wildcards.scale} ({input.recipes})"
     shell:
         "lt2 bench throughput {input.recipes} {params.args} --out {output.csv} > {log} 2>&1"
+
+
+# Training speed (tokens/s, MFU, peak memory) of one recipe on one GPU, random tokens: a job per recipe, run
+# one after another on the same kind of GPU (the slurm profile asks for one).
+rule bench_train:
+    input:
+        recipe=recipe_file,
+        bases=recipe_bases,
+    output:
+        result_path("bench/train/{scale}/{recipe}.json"),
+    log:
+        log_path("bench/train/{scale}/{recipe}.log"),
+    params:
+        args=bench_train_args,
+    message:
+        "training throughput of {wildcards.scale}/{wildcards.recipe}"
+    shell:
+        "lt2 bench train {input.recipe} {params.args} --out {output} > {log} 2>&1"

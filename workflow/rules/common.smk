@@ -161,6 +161,20 @@ def bench_csvs(wildcards):
     return [result_path(f"bench/{config['bench']['throughput']['scale']}/throughput.csv")]
 
 
+def bench_train_args(wildcards):
+    bench = config["bench"]["train"]
+    overrides = " ".join(shlex.quote(o) for o in bench["overrides"])
+    return f"{overrides} --steps {bench['steps']} --warmup {bench['warmup']}"
+
+
+def bench_train_records(wildcards):
+    """Inputs of the train_throughput table: one `lt2 bench train` record per configured recipe."""
+    if "train" not in config["bench"]:
+        raise ValueError("the train_throughput table needs config bench.train (a GPU benchmark run)")
+    bench = config["bench"]["train"]
+    return [result_path(f"bench/train/{bench['scale']}/{r}.json") for r in bench["recipes"]]
+
+
 def final_outputs():
     """What `all` builds: every configured table (md, csv, tex) and figure (png, pdf)."""
     tables = expand(result_path("tables/{table}.{ext}"), table=config["report"]["tables"], ext=["md", "csv", "tex"])

@@ -79,3 +79,21 @@ rule figure_decode_throughput:
         "figure decode_throughput"
     shell:
         "lt2 report figure decode_throughput --inputs {input} --png {output.png} --pdf {output.pdf} > {log} 2>&1"
+
+
+rule table_train_throughput:
+    input:
+        records=bench_train_records,
+        paper=paper_csv("train_throughput"),  # the paper prints no training speed: a header only
+    output:
+        md=result_path("tables/train_throughput.md"),
+        csv=report(result_path("tables/train_throughput.csv"), caption="../report/train_throughput.rst",
+                   category="Tables"),  # fmt: skip
+        tex=result_path("tables/train_throughput.tex"),
+    log:
+        log_path("tables/train_throughput.log"),
+    message:
+        "table train_throughput ({input.records})"
+    shell:
+        "lt2 report table train_throughput --inputs {input.records} --paper {input.paper}"
+        " --md {output.md} --csv {output.csv} --tex {output.tex} > {log} 2>&1"
