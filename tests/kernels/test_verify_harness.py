@@ -1,6 +1,6 @@
 """`lt2 verify-kernels`' comparison harness, run on the CPU where fast path and reference are the same code
-(bf16 vs fp32): the forward and decode checks must come out at bf16 rounding level, and an engine that cannot run (a CUDA graph on the CPU) must
-be reported as a failed check rather than abort the case.
+(bf16 vs fp32): the forward, decode and compile checks must come out at bf16 rounding level, and an engine
+that cannot run (a CUDA graph on the CPU) must be reported as a failed check rather than abort the case.
 
 The real comparison needs CUDA: `lt2 verify-kernels --out results/numerics/...` on a GPU node.
 
