@@ -66,47 +66,64 @@ def with_paper(df: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------ tables
-def model_size_table(inputs: list[Path]) -> pd.DataFrame:
-    """Paper Table 1 quantities from `lt2 model-info --json` records: size, depth, FLOPs, decode cache."""
+def per_recipe_table(inputs: list[Path], columns: Callable[[dict], dict]) -> pd.DataFrame:
+    """One row per per-recipe JSON record: recipe and scale (from the path), then `columns(record)`."""
     rows = []
     for path in inputs:
         scale, recipe = recipe_id(path)
-        info = json.loads(Path(path).read_text())
-        mixers = pd.Series([m for row in info["mixer_map"] for m in row]).value_counts()
-        rows.append(
-            {
-                "recipe": recipe,
-                "scale": scale,
-                "params (M)": info["params"] / 1e6,
-                "non-embedding params (M)": info["non_embedding_params"] / 1e6,
-                "effective depth": info["effective_depth"],
-                "mixers (loop x layer)": ", ".join(f"{m} x{n}" for m, n in mixers.items()),
-                "context": info["seq_len"],
-                "train GFLOPs/token": info["train_flops_per_token"] / 1e9,
-                "KV cache KiB/token": info["cache_bytes_per_token"] / 1024,
-                "fixed state MiB": info["state_bytes"] / 2**20,
-            }
-        )
+        rows.append({"recipe": recipe, "scale": scale, **columns(json.loads(Path(path).read_text()))})
     return pd.DataFrame(rows)
+
+
+def model_size_table(inputs: list[Path]) -> pd.DataFrame:
+    """Paper Table 1 quantities from `lt2 model-info --json` records: size, depth, FLOPs, decode cache."""
+
+    def columns(info: dict) -> dict:
+        mixers = pd.Series([m for row in info["mixer_map"] for m in row]).value_counts()
+        return {
+            "params (M)": info["params"] / 1e6,
+            "non-embedding params (M)": info["non_embedding_params"] / 1e6,
+            "effective depth": info["effective_depth"],
+            "mixers (loop x layer)": ", ".join(f"{m} x{n}" for m, n in mixers.items()),
+            "context": info["seq_len"],
+            "train GFLOPs/token": info["train_flops_per_token"] / 1e9,
+            "KV cache KiB/token": info["cache_bytes_per_token"] / 1024,
+            "fixed state MiB": info["state_bytes"] / 2**20,
+        }
+
+    return per_recipe_table(inputs, columns)
 
 
 def lm_table(inputs: list[Path]) -> pd.DataFrame:
     """Language modelling: validation perplexity and bits per byte of each trained recipe (`lt2 eval ppl`)."""
-    rows = []
-    for path in inputs:
-        scale, recipe = recipe_id(path)
-        res = json.loads(Path(path).read_text())
-        rows.append(
-            {
-                "recipe": recipe,
-                "scale": scale,
-                "val data": Path(res["data"]).name,
-                "eval tokens": res["tokens"],
-                "val ppl": res["ppl"],
-                "val bits/byte": res["bits_per_byte"],
-            }
-        )
-    return pd.DataFrame(rows)
+
+    def columns(res: dict) -> dict:
+        return {
+            "val data": Path(res["data"]).name,
+            "eval tokens": res["tokens"],
+            "val ppl": res["ppl"],
+            "val bits/byte": res["bits_per_byte"],
+        }
+
+    return per_recipe_table(inputs, columns)
+
+
+def train_throughput_table(inputs: list[Path]) -> pd.DataFrame:
+    """Training speed per recipe from `lt2 bench train` records (`.../bench/train/<scale>/<recipe>.json`):
+    tokens/s per device, model FLOPs utilisation against the device's dense peak, peak memory."""
+
+    def columns(rec: dict) -> dict:
+        return {
+            "device": f"{rec['device']} x {rec['world_size']}",
+            "micro-batch": f"{rec['batch_size']} x {rec['seq_len']}",
+            "status": rec["status"],
+            "tokens/s per device": rec["tokens_per_s_per_device"],
+            "MFU %": 100 * rec["mfu"] if rec["mfu"] is not None else None,
+            "peak memory GiB": rec["peak_mem_gib"],
+            "train GFLOPs/token": rec["train_flops_per_token"] / 1e9,
+        }
+
+    return per_recipe_table(inputs, columns)
 
 
 def _ctx_label(ctx: int) -> str:
@@ -137,29 +154,6 @@ def decode_table(inputs: list[Path]) -> pd.DataFrame:
     decode = [c for c in df.columns if c.startswith("decode")]
     roofline = [c for c in df.columns if c.startswith("roofline")]
     return df[["recipe", "scale", "engine", *decode, *roofline]]
-
-
-def train_throughput_table(inputs: list[Path]) -> pd.DataFrame:
-    """Training speed per recipe from `lt2 bench train` records (`.../bench/train/<scale>/<recipe>.json`):
-    tokens/s per device, model FLOPs utilisation against the device's dense peak, peak memory."""
-    rows = []
-    for path in inputs:
-        scale, recipe = recipe_id(path)
-        rec = json.loads(Path(path).read_text())
-        rows.append(
-            {
-                "recipe": recipe,
-                "scale": scale,
-                "device": f"{rec['device']} x {rec['world_size']}",
-                "micro-batch": f"{rec['batch_size']} x {rec['seq_len']}",
-                "status": rec["status"],
-                "tokens/s per device": rec["tokens_per_s_per_device"],
-                "MFU %": 100 * rec["mfu"] if rec["mfu"] is not None else None,
-                "peak memory GiB": rec["peak_mem_gib"],
-                "train GFLOPs/token": rec["train_flops_per_token"] / 1e9,
-            }
-        )
-    return pd.DataFrame(rows)
 
 
 TABLES: dict[str, Callable[[list[Path]], pd.DataFrame]] = {
