@@ -371,7 +371,7 @@ def cmd_verify_kernels(a: argparse.Namespace) -> int:
         provenance.atomic_write_text(out, pd.DataFrame(rows(checks)).to_csv(index=False))
     failed = [c for c in checks if not c.ok]
     print(f"{len(checks) - len(failed)}/{len(checks)} checks within tolerance")
-    return 1 if failed else 0
+    return 1 if failed and not a.record_only else 0
 
 
 def _add_verify_kernels(sub) -> None:
@@ -381,6 +381,9 @@ def _add_verify_kernels(sub) -> None:
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--seq-len", type=int, default=2048)
     p.add_argument("--out", default="results/numerics/kernels.csv")
+    p.add_argument(
+        "--record-only", action="store_true", help="exit 0 even when checks fail (the table's `ok` column says which)"
+    )
     p.set_defaults(func=cmd_verify_kernels)
 
 

@@ -59,6 +59,14 @@ def test_train_throughput_table_plans_only_the_training_benchmarks(workflow):
     assert job_counts(res.stdout) == {"bench_train": 2, "table_train_throughput": 1}, res.stdout[-3000:]
 
 
+def test_gpu_results_target_plans_every_gpu_measurement(workflow):
+    """One target regenerates what is committed from GPU runs: numerics, decode and training benchmarks."""
+    res = snakemake(workflow, "-n", "-p", "gpu_results", "--configfile", "config/paper.yaml", overlay=False)
+    counts = job_counts(res.stdout)
+    assert counts == {"verify_kernels": 1, "bench_throughput": 1, "bench_train": 2, "gpu_results": 1}, counts
+    assert "lt2 verify-kernels --recipes config/recipes --out results/paper/numerics/kernels.csv" in res.stdout
+
+
 def test_lm_table_plans_training_but_not_other_tables(workflow):
     counts = job_counts(snakemake(workflow, "-n", "results/test/tables/lm.md").stdout)
     assert counts == {"download": 1, "shuffle": 1, "tokenizer": 1, "train": 2, "eval_ppl": 2, "table_lm": 1}, counts

@@ -1,4 +1,4 @@
-# GPU benchmarks. One job measures every configured recipe side by side (ratios come from one run on one
+# GPU benchmarks and the kernels' numerics check. One job measures every configured recipe side by side (ratios come from one run on one
 # device); it writes its own provenance (lt2 bench records the GPU, the measured copy bandwidth and the
 # recipes' resolved configs).
 
@@ -35,3 +35,26 @@ rule bench_train:
         "training throughput of {wildcards.scale}/{wildcards.recipe}"
     shell:
         "lt2 bench train {input.recipe} {params.args} --out {output} > {log} 2>&1"
+
+
+# The CUDA fast paths against the pure-PyTorch references at realistic shapes (every mixer, two hybrids).
+# A check out of tolerance is a result, recorded in the table's `ok` column, not a failed job.
+rule verify_kernels:
+    input:
+        recipes=verify_recipes,
+    output:
+        result_path("numerics/kernels.csv"),
+    log:
+        log_path("numerics/kernels.log"),
+    params:
+        recipes_dir=config["recipes"]["dir"],
+    message:
+        "kernel numerics (lt2 verify-kernels)"
+    shell:
+        "lt2 verify-kernels --recipes {params.recipes_dir} --out {output} --record-only > {log} 2>&1"
+
+
+# Everything that needs a GPU and is committed for audit, in one target.
+rule gpu_results:
+    input:
+        gpu_outputs,

@@ -175,6 +175,21 @@ def bench_train_records(wildcards):
     return [result_path(f"bench/train/{bench['scale']}/{r}.json") for r in bench["recipes"]]
 
 
+def verify_recipes(wildcards):
+    """The 600M recipes whose mixer settings the numerics check uses (lt2.kernels.verify.CASES)."""
+    return sorted(str(p) for p in Path(config["recipes"]["dir"], "600M").glob("*.yaml"))
+
+
+def gpu_outputs(wildcards):
+    """The GPU results of this configuration: kernel numerics, plus the configured benchmarks."""
+    outputs = [result_path("numerics/kernels.csv")]
+    if "throughput" in config["bench"]:
+        outputs += [result_path(f"bench/{config['bench']['throughput']['scale']}/throughput.csv")]
+    if "train" in config["bench"]:
+        outputs += bench_train_records(wildcards)
+    return outputs
+
+
 def final_outputs():
     """What `all` builds: every configured table (md, csv, tex) and figure (png, pdf)."""
     tables = expand(result_path("tables/{table}.{ext}"), table=config["report"]["tables"], ext=["md", "csv", "tex"])
