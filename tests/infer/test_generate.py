@@ -105,7 +105,8 @@ def test_compiled_decode_step_equals_eager(pattern):
         for t in range(5, 12):  # past the window: ring slots are overwritten under the compiled step
             logits.append(decoder.step(tokens[:, t])[0][:, None].clone())
         results.append((torch.cat(logits, 1), decoder.state.caches))
-    assert counters["stats"]["unique_graphs"] >= 1, "torch.compile traced no graph: the step ran eagerly"
+    # exactly one graph for all seven steps: nothing step-dependent (a Python int) is baked in and recompiled
+    assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
     (eager, eager_caches), (compiled, compiled_caches) = results
     assert_close("compiled logits", compiled, eager)  # fp32: fused kernels only reorder the sums
     for i, (a, e) in enumerate(zip(cache_tensors(compiled_caches), cache_tensors(eager_caches), strict=True)):
