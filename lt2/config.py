@@ -29,6 +29,24 @@ class LinearArgs:
     use_gate: bool = True  # output gate: o = norm(o) * silu(W_g x)
     norm_eps: float = 1e-5
 
+    def check(self) -> None:
+        """Raise ValueError unless the heads are usable; called by the mixers built from these args."""
+        if self.n_heads < 1 or self.head_dim < 1:
+            raise ValueError(f"linear n_heads and head_dim must be >= 1, got {self.n_heads} and {self.head_dim}")
+        if self.conv_size < 0:
+            raise ValueError(f"linear.conv_size must be >= 0 (0 disables the short convolution), got {self.conv_size}")
+
+    @property
+    def head_v_dim(self) -> int:
+        """Value dim per head, expand_v * head_dim (GDN, KDA, DeltaNet, RetNet); it must be a positive integer."""
+        value_dim = self.head_dim * self.expand_v
+        if value_dim != int(value_dim) or value_dim < 1:
+            raise ValueError(
+                f"linear.expand_v = {self.expand_v} times head_dim = {self.head_dim} gives value head dim "
+                f"{value_dim}, which is not a positive integer"
+            )
+        return int(value_dim)
+
 
 @dataclass
 class Mamba2Args:

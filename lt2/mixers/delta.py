@@ -62,18 +62,8 @@ class DeltaRuleMixer(nn.Module):
         super().__init__()
         lin = args.linear
         self.layer_idx = layer_idx
-        self.n_heads, self.head_dim = lin.n_heads, lin.head_dim
-        if self.n_heads < 1 or self.head_dim < 1:
-            raise ValueError(f"linear n_heads and head_dim must be >= 1, got {self.n_heads} and {self.head_dim}")
-        value_dim = self.head_dim * lin.expand_v
-        if value_dim != int(value_dim) or value_dim < 1:
-            raise ValueError(
-                f"linear.expand_v = {lin.expand_v} times head_dim = {self.head_dim} gives value head dim "
-                f"{value_dim}, which is not a positive integer"
-            )
-        if lin.conv_size < 0:
-            raise ValueError(f"linear.conv_size must be >= 0 (0 disables the short convolution), got {lin.conv_size}")
-        self.head_v_dim = int(value_dim)
+        lin.check()
+        self.n_heads, self.head_dim, self.head_v_dim = lin.n_heads, lin.head_dim, lin.head_v_dim
         self.key_dim, self.value_dim = self.n_heads * self.head_dim, self.n_heads * self.head_v_dim
         self.q_proj = nn.Linear(args.dim, self.key_dim, bias=False)
         self.k_proj = nn.Linear(args.dim, self.key_dim, bias=False)

@@ -36,13 +36,10 @@ class HGRN2(GatedLinearMixer):
         super().__init__()
         lin = args.linear
         self.layer_idx = layer_idx
+        lin.check()
         H, Dk = lin.n_heads, lin.head_dim
-        if H < 1 or Dk < 1:
-            raise ValueError(f"hgrn2: linear n_heads and head_dim must be >= 1, got {H} and {Dk}")
         if args.dim % H:
             raise ValueError(f"hgrn2: model dim {args.dim} does not divide into linear.n_heads {H}")
-        if lin.conv_size < 0:
-            raise ValueError(f"linear.conv_size must be >= 0 (0 disables the short convolution), got {lin.conv_size}")
         self.n_heads, self.head_k_dim, self.head_v_dim = H, Dk, args.dim // H
         self.forget_dim = H * Dk
         self.q_proj = nn.Linear(args.dim, self.forget_dim, bias=False)

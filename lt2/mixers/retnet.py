@@ -37,20 +37,11 @@ class RetNet(GatedLinearMixer):
         super().__init__()
         lin = args.linear
         self.layer_idx = layer_idx
+        lin.check()
         H, Dk = lin.n_heads, lin.head_dim
-        if H < 1 or Dk < 1:
-            raise ValueError(f"retnet: linear n_heads and head_dim must be >= 1, got {H} and {Dk}")
         if Dk % 2:
             raise ValueError(f"retnet: linear.head_dim must be even for the rotary embedding, got {Dk}")
-        value_dim = Dk * lin.expand_v
-        if value_dim != int(value_dim) or value_dim < 1:
-            raise ValueError(
-                f"retnet: linear.expand_v = {lin.expand_v} times head_dim = {Dk} gives value head dim {value_dim}, "
-                "which is not a positive integer"
-            )
-        if lin.conv_size < 0:
-            raise ValueError(f"linear.conv_size must be >= 0 (0 disables the short convolution), got {lin.conv_size}")
-        self.n_heads, self.head_k_dim, self.head_v_dim = H, Dk, int(value_dim)
+        self.n_heads, self.head_k_dim, self.head_v_dim = H, Dk, lin.head_v_dim
         key_dim, self.value_dim = H * Dk, H * self.head_v_dim
         self.q_proj = nn.Linear(args.dim, key_dim, bias=False)
         self.k_proj = nn.Linear(args.dim, key_dim, bias=False)

@@ -76,31 +76,26 @@ def validate_run(data: DataArgs, train: TrainArgs, needs_data: bool = True) -> N
         )
     if train.dtype not in DTYPES:
         raise ValueError(f"train.dtype={train.dtype!r}; valid: {', '.join(DTYPES)}")
-    positive = {
-        "train.steps": train.steps,
-        "train.grad_accum": train.grad_accum,
-        "train.log_every": train.log_every,
-        "train.checkpoint.every": train.checkpoint.every,
-        "train.checkpoint.keep": train.checkpoint.keep,
-        "data.seq_len": data.seq_len,
-        "data.batch_size": data.batch_size,
+    minimum = {  # key -> (value, smallest valid value)
+        "train.steps": (train.steps, 1),
+        "train.grad_accum": (train.grad_accum, 1),
+        "train.log_every": (train.log_every, 1),
+        "train.checkpoint.every": (train.checkpoint.every, 1),
+        "train.checkpoint.keep": (train.checkpoint.keep, 1),
+        "data.seq_len": (data.seq_len, 1),
+        "data.batch_size": (data.batch_size, 1),
+        "train.val_every": (train.val_every, 0),
+        "train.val_tokens": (train.val_tokens, 0),
+        "train.loss_chunk": (train.loss_chunk, 0),
+        "train.optim.warmup_steps": (train.optim.warmup_steps, 0),
+        "train.optim.grad_clip": (train.optim.grad_clip, 0),
+        "train.optim.weight_decay": (train.optim.weight_decay, 0),
+        "data.streams": (data.streams, 0),
+        "data.prefetch": (data.prefetch, 0),
     }
-    for key, value in positive.items():
-        if value < 1:
-            raise ValueError(f"{key}={value} must be >= 1")
-    non_negative = {
-        "train.val_every": train.val_every,
-        "train.val_tokens": train.val_tokens,
-        "train.loss_chunk": train.loss_chunk,
-        "train.optim.warmup_steps": train.optim.warmup_steps,
-        "train.optim.grad_clip": train.optim.grad_clip,
-        "train.optim.weight_decay": train.optim.weight_decay,
-        "data.streams": data.streams,
-        "data.prefetch": data.prefetch,
-    }
-    for key, value in non_negative.items():
-        if value < 0:
-            raise ValueError(f"{key}={value} must be >= 0")
+    for key, (value, smallest) in minimum.items():
+        if value < smallest:
+            raise ValueError(f"{key}={value} must be >= {smallest}")
     if train.optim.lr <= 0:
         raise ValueError(f"train.optim.lr={train.optim.lr} must be > 0")
     if not 0 <= train.optim.lr_min_ratio <= 1:

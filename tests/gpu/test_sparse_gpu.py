@@ -115,11 +115,12 @@ def test_dsa_kernels_match_naive(head_dim):
     assert_close("probs", p, naive_selected_probs(q.detach().float(), k.detach().float(), indices), rtol=1e-2, atol=0)
 
 
-@needs_triton
-def test_dsa_mixer_fast_equals_reference():
-    mixer, x = mixer_and_input("dsa", B=2, T=2048)
+@pytest.mark.parametrize("pattern", [pytest.param("dsa", marks=needs_triton), pytest.param("nsa", marks=needs_fla)])
+def test_mixer_fast_path_equals_reference(pattern):
+    """DSA: our Triton indexer + sparse attention; NSA: fla's kernels; each vs the PyTorch reference."""
+    mixer, x = mixer_and_input(pattern, B=2, T=2048)
     seq = SeqInfo(positions=torch.arange(2048, device="cuda").expand(2, 2048))
-    compare_fast_with_reference(mixer, x, MixerSpec("dsa"), seq)
+    compare_fast_with_reference(mixer, x, MixerSpec(pattern), seq)
 
 
 @needs_triton
@@ -192,13 +193,6 @@ def test_decode_equals_forward_and_graph_replay(pattern, exact_fp32_matmuls):
 
 
 # ----------------------------------------------------------------------------------------- NSA
-@needs_fla
-def test_nsa_mixer_fla_equals_reference():
-    mixer, x = mixer_and_input("nsa", B=2, T=2048)
-    seq = SeqInfo(positions=torch.arange(2048, device="cuda").expand(2, 2048))
-    compare_fast_with_reference(mixer, x, MixerSpec("nsa"), seq)
-
-
 @needs_fla
 def test_nsa_packed_documents_equal_documents_alone():
     model = LoopedLM(model_args("nsa", dim=512, n_layers=1))

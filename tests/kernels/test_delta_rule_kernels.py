@@ -214,6 +214,42 @@ def test_fla_glue_refuses_cpu_tensors(fn):
         fn(**_good())
 
 
+@pytest.mark.parametrize(
+    ("gate", "chunked", "kernel"),
+    [
+        (None, True, "fla.ops.delta_rule.chunk_delta_rule"),
+        (None, False, "fla.ops.delta_rule.fused_recurrent_delta_rule"),
+        ("head", True, "fla.ops.gated_delta_rule.chunk_gated_delta_rule"),
+        ("head", False, "fla.ops.gated_delta_rule.fused_recurrent_gated_delta_rule"),
+        ("key", True, "fla.ops.kda.chunk_kda"),
+        ("key", False, "fla.ops.kda.fused_recurrent_kda"),
+    ],
+)
+def test_fla_glue_picks_the_kernel_by_gate_shape(gate, chunked, kernel, monkeypatch):
+    """The gate's shape picks DeltaNet / GDN / KDA, called by keyword with fla's argument names (fla stubbed:
+    its kernels need CUDA)."""
+    import sys
+    import types
+
+    import lt2.kernels.delta_rule.fla as glue
+
+    calls = []
+    module_name, _, name = kernel.rpartition(".")
+    stub = types.ModuleType(module_name)
+    setattr(stub, name, lambda **kwargs: calls.append(kwargs) or ("o", "S"))
+    monkeypatch.setitem(sys.modules, module_name, stub)
+    monkeypatch.setattr(glue, "_check_fla", lambda q, g, chunked: None)
+    args = _good()
+    args["g"] = {None: None, "head": -torch.rand(1, 5, 2), "key": -torch.rand(1, 5, 2, 4)}[gate]
+    fn = fla_chunk_delta_rule if chunked else fla_fused_recurrent_delta_rule
+    assert fn(**args, use_qk_l2norm=True) == ("o", "S")
+    (kwargs,) = calls
+    expected = {"q", "k", "v", "beta", "scale", "initial_state", "output_final_state", "use_qk_l2norm_in_kernel",
+                "cu_seqlens"} | ({"g"} if gate else set())  # fmt: skip
+    assert set(kwargs) == expected and kwargs["use_qk_l2norm_in_kernel"] is True
+    assert kwargs["g"] is args["g"] if gate else "g" not in kwargs
+
+
 # --------------------------------------------------------------- fla's naive references as a second oracle
 def _load_fla_naive(relative: str):
     """Load one of fla's pure-PyTorch naive.py files by path: `import fla` itself needs Triton (a GPU build)."""
@@ -235,46 +271,32 @@ def _normalised_inputs(T, gate, K=8, V=16):
     return {n: x.detach() if x is not None else None for n, x in inputs.items()}
 
 
-@pytest.mark.parametrize("T", (65, 128), ids=["T65", "T128"])
-def test_fla_naive_gated_delta_rule(T):
-    naive = _load_fla_naive("ops/gated_delta_rule/naive.py")
-    x = _normalised_inputs(T, "scalar")
-    ours, S = chunk_delta_rule(**x, output_final_state=True)
-    for name, fn in (
-        ("recurrent", naive.naive_recurrent_gated_delta_rule),
-        ("chunk", naive.naive_chunk_gated_delta_rule),
-    ):
-        o_fla, S_fla = fn(
-            q=x["q"],
-            k=x["k"],
-            v=x["v"],
-            beta=x["beta"],
-            g=x["g"],
-            initial_state=x["initial_state"],
-            output_final_state=True,
-        )
-        assert_close(f"fla naive {name} gdn o", ours, o_fla, rtol=1e-5, atol=1e-6)
-        assert_close(f"fla naive {name} gdn state", S, S_fla, rtol=1e-5, atol=1e-6)
+# family -> (our gate form, fla's naive module, its recurrent and chunked references)
+FLA_NAIVE = {
+    "gdn": (
+        "scalar",
+        "ops/gated_delta_rule/naive.py",
+        "naive_recurrent_gated_delta_rule",
+        "naive_chunk_gated_delta_rule",
+    ),
+    "kda": ("vector", "ops/kda/naive.py", "naive_recurrent_kda", "naive_chunk_kda"),
+}
 
 
 @pytest.mark.parametrize("T", (65, 128), ids=["T65", "T128"])
-def test_fla_naive_kda(T):
-    naive = _load_fla_naive("ops/kda/naive.py")
-    x = _normalised_inputs(T, "vector")
+@pytest.mark.parametrize("family", FLA_NAIVE)
+def test_fla_naive_gated_families(family, T):
+    gate, path, recurrent, chunked = FLA_NAIVE[family]
+    naive = _load_fla_naive(path)
+    x = _normalised_inputs(T, gate)
     ours, S = chunk_delta_rule(**x, output_final_state=True)
-    fns = [("recurrent", naive.naive_recurrent_kda)] + ([("chunk", naive.naive_chunk_kda)] if T % 64 == 0 else [])
-    for name, fn in fns:
-        o_fla, S_fla = fn(
-            q=x["q"],
-            k=x["k"],
-            v=x["v"],
-            g=x["g"],
-            beta=x["beta"],
-            initial_state=x["initial_state"],
-            output_final_state=True,
-        )
-        assert_close(f"fla naive {name} kda o", ours, o_fla, rtol=1e-5, atol=1e-6)
-        assert_close(f"fla naive {name} kda state", S, S_fla, rtol=1e-5, atol=1e-6)
+    fns = {"recurrent": getattr(naive, recurrent)}
+    if family == "gdn" or T % 64 == 0:  # fla's naive chunked KDA needs whole chunks
+        fns["chunk"] = getattr(naive, chunked)
+    for name, fn in fns.items():
+        o_fla, S_fla = fn(**{n: x[n] for n in ("q", "k", "v", "beta", "g", "initial_state")}, output_final_state=True)
+        assert_close(f"fla naive {name} {family} o", ours, o_fla, rtol=1e-5, atol=1e-6)
+        assert_close(f"fla naive {name} {family} state", S, S_fla, rtol=1e-5, atol=1e-6)
 
 
 def test_fla_naive_delta_rule():

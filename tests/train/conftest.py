@@ -45,21 +45,22 @@ def recipe(corpus, tmp_path) -> Path:
     return path
 
 
+def golden_run(corpus, root: Path, **run_options) -> Path:
+    """An uninterrupted run of the tiny recipe under `root` (root/run, and what run_options ask for)."""
+    recipe = root / "tiny_train.yaml"
+    recipe.write_text(recipe_text(corpus))
+    checked(run_train(recipe, root / "run", **run_options))
+    return root
+
+
 @pytest.fixture(scope="session")
 def golden_single(corpus, tmp_path_factory) -> Path:
     """An uninterrupted single-rank run (its run dir); every single-rank resume test compares against it."""
     root = tmp_path_factory.mktemp("golden1")
-    recipe = root / "tiny_train.yaml"
-    recipe.write_text(recipe_text(corpus))
-    checked(run_train(recipe, root / "run", out=root / "out"))
-    return root
+    return golden_run(corpus, root, out=root / "out")
 
 
 @pytest.fixture(scope="session")
 def golden_two_ranks(corpus, tmp_path_factory) -> Path:
     """The same recipe, uninterrupted, on 2 gloo ranks under torchrun with FSDP."""
-    root = tmp_path_factory.mktemp("golden2")
-    recipe = root / "tiny_train.yaml"
-    recipe.write_text(recipe_text(corpus))
-    checked(run_train(recipe, root / "run", nproc=2))
-    return root
+    return golden_run(corpus, tmp_path_factory.mktemp("golden2"), nproc=2)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from lt2.kernels.common import PaddedSegments
 from lt2.kernels.delta_rule.utils import check_inputs, l2norm
 
 # Rows of the per-key decay scores computed exactly per pair: [..., 16, 16, K] at a time.
@@ -120,38 +121,6 @@ def _chunk_dense(
     return o.movedim(1, 3).reshape(B, -1, H, V)[:, :T], S
 
 
-def _chunk_varlen(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    beta: torch.Tensor,
-    g: torch.Tensor | None,
-    initial_state: torch.Tensor | None,
-    cu_seqlens: torch.Tensor,
-    chunk_size: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Packed segments [1, total, ...] -> scattered into a zero-padded batch [N, longest, ...] and back.
-
-    Trailing zeros (k = v = beta = g = 0) leave a segment's state untouched, so its final state is exact.
-    """
-    total = q.shape[1]
-    cu = cu_seqlens.to(device=q.device, dtype=torch.long)
-    if int(cu[-1]) != total or bool((cu[1:] < cu[:-1]).any()):
-        raise ValueError(f"cu_seqlens must be non-decreasing and end at the token count {total}, got {cu.tolist()}")
-    index = torch.arange(total, device=q.device)
-    segment = torch.searchsorted(cu[1:], index, right=True)  # [total] segment of every token
-    offset = index - cu[segment]  # [total] position inside its segment
-    longest = int((cu[1:] - cu[:-1]).max())
-
-    def batched(x: torch.Tensor) -> torch.Tensor:
-        return x.new_zeros(cu.numel() - 1, longest, *x.shape[2:]).index_put((segment, offset), x[0])
-
-    tensors = (q, k, v, beta) + (() if g is None else (g,))
-    q, k, v, beta, *rest = (batched(x) for x in tensors)
-    o, S = _chunk_dense(q, k, v, beta, rest[0] if rest else None, initial_state, chunk_size)
-    return o[segment, offset][None], S
-
-
 def chunk_delta_rule(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -197,6 +166,9 @@ def chunk_delta_rule(
     q = q * (q.shape[-1] ** -0.5 if scale is None else scale)
     if cu_seqlens is None:
         o, S = _chunk_dense(q, k, v, beta, g, initial_state, chunk_size)
-    else:
-        o, S = _chunk_varlen(q, k, v, beta, g, initial_state, cu_seqlens, chunk_size)
+    else:  # packed segments: chunk them as a zero-padded batch
+        segments = PaddedSegments.from_cu_seqlens(cu_seqlens, q.shape[1], q.device)
+        padded = [segments.pad(x) if x is not None else None for x in (q, k, v, beta, g)]
+        o, S = _chunk_dense(*padded, initial_state, chunk_size)
+        o = segments.unpad(o)
     return o.to(out_dtype), (S if output_final_state else None)

@@ -18,6 +18,8 @@ CUDA only; the dtype rules are fla's: bf16/fp16 q/k/v (chunk_delta_rule refuses 
 
 from __future__ import annotations
 
+import importlib
+
 import torch
 
 from lt2.kernels.delta_rule.utils import check_inputs
@@ -33,6 +35,39 @@ def _check_fla(q: torch.Tensor, g: torch.Tensor | None, chunked: bool) -> None:
         raise ValueError(f"fla's KDA kernels support head dims up to {KDA_MAX_HEAD_DIM}, got {q.shape[-1]}")
     if chunked and g is None and q.dtype == torch.float32:
         raise ValueError("fla's chunk_delta_rule does not support fp32 inputs; use bf16/fp16 or chunk_delta_rule")
+
+
+# (gate form, chunked) -> fla module and function; the gate's shape picks the family (see above)
+_KERNELS = {
+    ("none", True): ("fla.ops.delta_rule", "chunk_delta_rule"),
+    ("none", False): ("fla.ops.delta_rule", "fused_recurrent_delta_rule"),
+    ("head", True): ("fla.ops.gated_delta_rule", "chunk_gated_delta_rule"),
+    ("head", False): ("fla.ops.gated_delta_rule", "fused_recurrent_gated_delta_rule"),
+    ("key", True): ("fla.ops.kda", "chunk_kda"),
+    ("key", False): ("fla.ops.kda", "fused_recurrent_kda"),
+}
+
+
+def _run_fla(chunked: bool, q, k, v, beta, g, scale, initial_state, output_final_state, use_qk_l2norm, cu_seqlens):
+    check_inputs(q, k, v, beta, g, initial_state, cu_seqlens)
+    _check_fla(q, g, chunked)
+    form = "none" if g is None else "head" if g.ndim == 3 else "key"
+    module, name = _KERNELS[form, chunked]
+    kernel = getattr(importlib.import_module(module), name)
+    gate = {} if g is None else {"g": g}
+    # Keywords throughout: fused_recurrent_gated_delta_rule's positional order is (q, k, v, g, gk, gv, beta, ...).
+    return kernel(
+        q=q,
+        k=k,
+        v=v,
+        beta=beta,
+        **gate,
+        scale=scale,
+        initial_state=initial_state,
+        output_final_state=output_final_state,
+        use_qk_l2norm_in_kernel=use_qk_l2norm,
+        cu_seqlens=cu_seqlens,
+    )
 
 
 def fla_chunk_delta_rule(
@@ -55,26 +90,7 @@ def fla_chunk_delta_rule(
 
     >>> o, S = fla_chunk_delta_rule(q, k, v, beta, g, use_qk_l2norm=True, output_final_state=True)  # doctest: +SKIP
     """
-    check_inputs(q, k, v, beta, g, initial_state, cu_seqlens)
-    _check_fla(q, g, chunked=True)
-    common = dict(
-        scale=scale,
-        initial_state=initial_state,
-        output_final_state=output_final_state,
-        use_qk_l2norm_in_kernel=use_qk_l2norm,
-        cu_seqlens=cu_seqlens,
-    )
-    if g is None:
-        from fla.ops.delta_rule import chunk_delta_rule
-
-        return chunk_delta_rule(q=q, k=k, v=v, beta=beta, **common)
-    if g.ndim == 3:
-        from fla.ops.gated_delta_rule import chunk_gated_delta_rule
-
-        return chunk_gated_delta_rule(q=q, k=k, v=v, g=g, beta=beta, **common)
-    from fla.ops.kda import chunk_kda
-
-    return chunk_kda(q=q, k=k, v=v, g=g, beta=beta, **common)
+    return _run_fla(True, q, k, v, beta, g, scale, initial_state, output_final_state, use_qk_l2norm, cu_seqlens)
 
 
 def fla_fused_recurrent_delta_rule(
@@ -97,24 +113,4 @@ def fla_fused_recurrent_delta_rule(
     >>> o, S = fla_fused_recurrent_delta_rule(q, k, v, beta, g, initial_state=S,  # doctest: +SKIP
     ...                                       output_final_state=True)
     """
-    check_inputs(q, k, v, beta, g, initial_state, cu_seqlens)
-    _check_fla(q, g, chunked=False)
-    common = dict(
-        scale=scale,
-        initial_state=initial_state,
-        output_final_state=output_final_state,
-        use_qk_l2norm_in_kernel=use_qk_l2norm,
-        cu_seqlens=cu_seqlens,
-    )
-    if g is None:
-        from fla.ops.delta_rule import fused_recurrent_delta_rule
-
-        return fused_recurrent_delta_rule(q=q, k=k, v=v, beta=beta, **common)
-    if g.ndim == 3:
-        from fla.ops.gated_delta_rule import fused_recurrent_gated_delta_rule
-
-        # Keywords matter here: the positional order is (q, k, v, g, gk, gv, beta, ...).
-        return fused_recurrent_gated_delta_rule(q=q, k=k, v=v, g=g, beta=beta, **common)
-    from fla.ops.kda import fused_recurrent_kda
-
-    return fused_recurrent_kda(q=q, k=k, v=v, g=g, beta=beta, **common)
+    return _run_fla(False, q, k, v, beta, g, scale, initial_state, output_final_state, use_qk_l2norm, cu_seqlens)

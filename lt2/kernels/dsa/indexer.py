@@ -21,7 +21,8 @@ from collections.abc import Callable
 
 import torch
 
-from lt2.kernels.dsa.naive import compute_dtype, naive_index_scores
+from lt2.kernels.common import compute_dtype
+from lt2.kernels.dsa.naive import naive_index_scores
 from lt2.kernels.topk import select_topk
 
 # Elements of one [B, HI, rows, Tk] fp32 score block (128 MiB); sets the query chunk of every loop here.

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import torch
 
-
-def compute_dtype(x: torch.Tensor) -> torch.dtype:
-    """fp32 for half inputs, fp64 stays fp64 (exact CPU tests)."""
-    return torch.promote_types(x.dtype, torch.float32)
+from lt2.kernels.common import compute_dtype
 
 
 def naive_index_scores(q: torch.Tensor, k: torch.Tensor, w: torch.Tensor, scale: float | None = None) -> torch.Tensor:

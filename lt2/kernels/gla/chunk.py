@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from lt2.kernels.gla.utils import check_inputs, compute_dtype, expand_gate
+from lt2.kernels.common import PaddedSegments, compute_dtype
+from lt2.kernels.gla.utils import check_inputs, expand_gate
 
 CHUNK_SIZE = 64  # tokens per chunk, as fla's kernels
 SUB_CHUNK_SIZE = 16  # tokens per sub-chunk for per-key-channel gates (fla's BC)
@@ -112,32 +113,6 @@ def _chunk_equal_lengths(
     return o.movedim(1, 3).reshape(B, NT * L, H, V)[:, :T], S
 
 
-def _chunk_varlen(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    g: torch.Tensor,
-    scale: float,
-    initial_state: torch.Tensor | None,
-    cu_seqlens: torch.Tensor,
-    chunk_size: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Packed segments [1, total, H, ...] -> right-padded batch [N, T_max, H, ...] -> back to [1, total, H, V]."""
-    cu = cu_seqlens.to(device=q.device, dtype=torch.long)
-    lengths = cu[1:] - cu[:-1]  # [N]
-    t_max = int(lengths.max())  # host sync: training only, never in the decode step
-    steps = torch.arange(t_max, device=q.device)
-    valid = steps[None, :] < lengths[:, None]  # [N, T_max]
-    index = torch.where(valid, cu[:-1, None] + steps[None, :], 0)
-
-    def gather(x: torch.Tensor) -> torch.Tensor:  # zeros past a segment's end: no write, no decay
-        rows = x[0][index]  # [N, T_max, H, ...]
-        return rows.masked_fill(~valid.view(*valid.shape, *[1] * (rows.ndim - 2)), 0)
-
-    o, S = _chunk_equal_lengths(gather(q), gather(k), gather(v), gather(g), scale, initial_state, chunk_size)
-    return o[valid][None], S  # segments are contiguous and in order, so the valid rows concatenate back
-
-
 def chunk_gla(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -180,6 +155,9 @@ def chunk_gla(
     g = expand_gate(g, q)
     if cu_seqlens is None:
         o, S = _chunk_equal_lengths(q, k, v, g, scale, initial_state, chunk_size)
-    else:
-        o, S = _chunk_varlen(q, k, v, g, scale, initial_state, cu_seqlens, chunk_size)
+    else:  # packed segments: chunk them as a zero-padded batch
+        segments = PaddedSegments.from_cu_seqlens(cu_seqlens, q.shape[1], q.device)
+        q, k, v, g = (segments.pad(x) for x in (q, k, v, g))
+        o, S = _chunk_equal_lengths(q, k, v, g, scale, initial_state, chunk_size)
+        o = segments.unpad(o)
     return o.to(q.dtype), (S if output_final_state else None)

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from lt2.kernels.gla.utils import check_inputs, compute_dtype, expand_gate
+from lt2.kernels.common import compute_dtype
+from lt2.kernels.gla.utils import check_inputs, expand_gate
 
 
 def naive_recurrent_gla(

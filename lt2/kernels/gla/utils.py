@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from lt2.kernels.common import check_qkv_state
+
 
 def check_inputs(
     q: torch.Tensor,
@@ -26,36 +28,15 @@ def check_inputs(
     q, k [B, T, H, K]; v [B, T, H, V]; g [B, T, H], [B, T, H, K] or [H]; initial_state [N, H, K, V];
     cu_seqlens [N+1] (then B must be 1).
     """
-    if q.ndim != 4:
-        raise ValueError(f"q must be [B, T, H, K], got shape {tuple(q.shape)}")
+    check_qkv_state(q, k, v, initial_state, cu_seqlens)
     B, T, H, K = q.shape
-    if k.shape != q.shape:
-        raise ValueError(f"k shape {tuple(k.shape)} != q shape {tuple(q.shape)}")
-    if v.ndim != 4 or v.shape[:3] != q.shape[:3]:
-        raise ValueError(f"v must be [B, T, H, V] = [{B}, {T}, {H}, V], got shape {tuple(v.shape)}")
     if g.shape not in (q.shape[:3], q.shape, (H,)):
         raise ValueError(
             f"g must be [B, T, H] (per head), [B, T, H, K] (per key channel) or [H] (constant) with "
             f"B={B}, T={T}, H={H}, K={K}; got shape {tuple(g.shape)}"
-        )
-    n = B
-    if cu_seqlens is not None:
-        if cu_seqlens.ndim != 1 or cu_seqlens.numel() < 2:
-            raise ValueError(f"cu_seqlens must be [N+1] with N >= 1, got shape {tuple(cu_seqlens.shape)}")
-        if B != 1:
-            raise ValueError(f"with cu_seqlens the batch must be flattened to B = 1, got B = {B}")
-        n = cu_seqlens.numel() - 1
-    if initial_state is not None and initial_state.shape != (n, H, K, v.shape[-1]):
-        raise ValueError(
-            f"initial_state must be [N, H, K, V] = [{n}, {H}, {K}, {v.shape[-1]}], got {tuple(initial_state.shape)}"
         )
 
 
 def expand_gate(g: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """A constant per-head gate [H] as a [B, T, H] view; per-token gates pass through unchanged."""
     return g.expand(q.shape[:3]) if g.ndim == 1 else g
-
-
-def compute_dtype(x: torch.Tensor) -> torch.dtype:
-    """fp32 for 16- and 32-bit inputs, fp64 for fp64 inputs: the precision the references accumulate in."""
-    return torch.promote_types(x.dtype, torch.float32)
