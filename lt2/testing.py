@@ -1,4 +1,5 @@
-"""Test helpers shared by the test suite and `lt2 verify-kernels`: one closeness check and tiny model presets."""
+"""Test helpers shared by the test suite, `lt2 verify-kernels` and the kernel benchmarks: one closeness check,
+tiny model presets and random kernel inputs."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import itertools
 import torch
 
 from lt2.config import ModelArgs, resolve
+from lt2.kernels.gdn_decode import GDNDecodeStep
 
 
 def error_stats(actual: torch.Tensor, expected: torch.Tensor) -> dict[str, float]:
@@ -120,3 +122,47 @@ def packed_and_alone(model, tokens: torch.Tensor, starts: dict[int, list[int]]):
         bounds = [*s, tokens.shape[1]]
         for a, b in itertools.pairwise(bounds):
             yield f"row {row} doc {a}:{b}", packed[row, a:b], model(tokens[row : row + 1, a:b])[0]
+
+
+def random_gdn_decode_step(
+    B: int,
+    H: int,
+    Dk: int,
+    Dv: int,
+    K: int,
+    *,
+    gate: bool = True,
+    decay: float = 1.0,
+    generator: torch.Generator | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> GDNDecodeStep:
+    """A random GDNDecodeStep: one token's projections, conv caches and state of a running
+    sequence, standard normal (o_norm_weight near 1), drawn in fp32 from `generator` (the global one if None).
+
+    exp(A_log) ~ U(0, 16 * decay) as the mixer initialises it (a small `decay` gives weak decays); A_log,
+    dt_bias and the state are fp32, every other tensor `dtype`; gate=False gives an ungated norm.
+    """
+
+    def randn(*shape: int, dtype: torch.dtype = dtype) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator, device=device, dtype=torch.float32).to(dtype)
+
+    return GDNDecodeStep(
+        q_in=randn(B, H * Dk),
+        k_in=randn(B, H * Dk),
+        v_in=randn(B, H * Dv),
+        conv_q=randn(B, K - 1, H * Dk),
+        conv_k=randn(B, K - 1, H * Dk),
+        conv_v=randn(B, K - 1, H * Dv),
+        w_q=randn(H * Dk, K),
+        w_k=randn(H * Dk, K),
+        w_v=randn(H * Dv, K),
+        a=randn(B, H),
+        b=randn(B, H),
+        A_log=(decay * 16 * torch.rand(H, generator=generator, device=device)).clamp(min=1e-3).log(),
+        dt_bias=randn(H, dtype=torch.float32),
+        gate=randn(B, H * Dv) if gate else None,
+        o_norm_weight=(1 + 0.1 * randn(Dv, dtype=torch.float32)).to(dtype),
+        eps=1e-5,
+        state=randn(B, H, Dk, Dv, dtype=torch.float32),
+    )

@@ -46,11 +46,11 @@ import torch.nn.functional as F
 from lt2.bench.throughput import copy_bandwidth, parse_sizes
 from lt2.kernels.decode_attention import naive_decode_attention
 from lt2.kernels.decode_attention.split_kv import decode_attention_fwd, default_num_splits
-from lt2.kernels.gdn_decode import naive_gdn_decode_step
+from lt2.kernels.gdn_decode import GDNDecodeStep, naive_gdn_decode_step
 from lt2.kernels.gdn_decode.fused import fused_gdn_decode_fwd
 from lt2.kernels.gdn_decode.naive import conv_step
 from lt2.mixers.attention import masked_attention, visibility
-from lt2.testing import assert_close
+from lt2.testing import assert_close, random_gdn_decode_step
 
 MEMORY_BUDGET = 24e9  # bytes for the buffer copies of one point
 
@@ -175,55 +175,30 @@ def bench_attention(args, bandwidth: float, l2_bytes: int, dtype) -> list[Point]
 
 
 # ------------------------------------------------------------------------------------------------------ gdn
-def gdn_buffers(batch: int, heads: int, dk: int, dv: int, conv: int, dtype) -> dict:
-    def r(*shape, dt=dtype):
-        return torch.randn(*shape, device="cuda", dtype=dt)
-
-    return dict(
-        q_in=r(batch, heads * dk),
-        k_in=r(batch, heads * dk),
-        v_in=r(batch, heads * dv),
-        conv_q=r(batch, conv - 1, heads * dk),
-        conv_k=r(batch, conv - 1, heads * dk),
-        conv_v=r(batch, conv - 1, heads * dv),
-        w_q=r(heads * dk, conv),
-        w_k=r(heads * dk, conv),
-        w_v=r(heads * dv, conv),
-        a=r(batch, heads),
-        b=r(batch, heads),
-        A_log=torch.rand(heads, device="cuda").mul(16).clamp(min=1e-3).log(),
-        dt_bias=r(heads, dt=torch.float32),
-        gate=r(batch, heads * dv),
-        o_norm_weight=r(dv),
-        eps=1e-5,
-        state=r(batch, heads, dk, dv, dt=torch.float32),
-    )
-
-
-def fla_gdn_step(buf: dict) -> torch.Tensor:
+def fla_gdn_step(step: GDNDecodeStep) -> torch.Tensor:
     """The mixer's CUDA decode path: PyTorch convs and gates, fla's recurrent kernel, PyTorch norm and gate."""
     from fla.ops.gated_delta_rule import fused_recurrent_gated_delta_rule
 
-    B, H, Dk, Dv = buf["state"].shape
-    dtype = buf["q_in"].dtype
-    q = conv_step(buf["q_in"], buf["conv_q"], buf["w_q"]).to(dtype).view(B, 1, H, Dk)
-    k = conv_step(buf["k_in"], buf["conv_k"], buf["w_k"]).to(dtype).view(B, 1, H, Dk)
-    v = conv_step(buf["v_in"], buf["conv_v"], buf["w_v"]).to(dtype).view(B, 1, H, Dv)
-    beta = torch.sigmoid(buf["b"].float()).to(dtype)[:, None]
-    g = -buf["A_log"].float().exp() * F.softplus(buf["a"].float() + buf["dt_bias"].float())
+    B, H, Dk, Dv = step.state.shape
+    dtype = step.q_in.dtype
+    q = conv_step(step.q_in, step.conv_q, step.w_q).to(dtype).view(B, 1, H, Dk)
+    k = conv_step(step.k_in, step.conv_k, step.w_k).to(dtype).view(B, 1, H, Dk)
+    v = conv_step(step.v_in, step.conv_v, step.w_v).to(dtype).view(B, 1, H, Dv)
+    beta = torch.sigmoid(step.b.float()).to(dtype)[:, None]
+    g = -step.A_log.float().exp() * F.softplus(step.a.float() + step.dt_bias.float())
     o, state = fused_recurrent_gated_delta_rule(
         q,
         k,
         v,
         g=g[:, None],
         beta=beta,
-        initial_state=buf["state"],
+        initial_state=step.state,
         output_final_state=True,
         use_qk_l2norm_in_kernel=True,
     )
-    buf["state"].copy_(state)
-    y = F.rms_norm(o[:, 0].float(), (Dv,), buf["o_norm_weight"].float(), buf["eps"])
-    return (y * F.silu(buf["gate"].float().view(B, H, Dv))).reshape(B, H * Dv).to(dtype)
+    step.state.copy_(state)
+    y = F.rms_norm(o[:, 0].float(), (Dv,), step.o_norm_weight.float(), step.eps)
+    return (y * F.silu(step.gate.float().view(B, H, Dv))).reshape(B, H * Dv).to(dtype)
 
 
 def gdn_bytes(batch: int, heads: int, dk: int, dv: int, conv: int, elt: int) -> float:
@@ -243,12 +218,13 @@ def bench_gdn(args, bandwidth: float, l2_bytes: int, dtype) -> list[Point]:
     have_fla = importlib.util.find_spec("fla") is not None
     for batch in args.batch:
         ideal = gdn_bytes(batch, *dims, elt)
-        bufs = [gdn_buffers(batch, *dims, dtype) for _ in range(n_copies(ideal, ideal, l2_bytes))]
-        check = {n: x.clone() if isinstance(x, torch.Tensor) else x for n, x in bufs[0].items()}
-        assert_close("fused vs oracle", fused_gdn_decode_fwd(**bufs[0]), naive_gdn_decode_step(**check), rtol=1e-2)
-        methods: dict[str, Callable[[dict], Callable[[], torch.Tensor]]] = {
-            "fused": lambda b: lambda: fused_gdn_decode_fwd(**b),
-            "unfused": lambda b: lambda: naive_gdn_decode_step(**b),
+        copies = n_copies(ideal, ideal, l2_bytes)
+        bufs = [random_gdn_decode_step(batch, *dims, device="cuda", dtype=dtype) for _ in range(copies)]
+        check = bufs[0].clone_in_place()
+        assert_close("fused vs oracle", fused_gdn_decode_fwd(bufs[0]), naive_gdn_decode_step(check), rtol=1e-2)
+        methods: dict[str, Callable[[GDNDecodeStep], Callable[[], torch.Tensor]]] = {
+            "fused": lambda b: lambda: fused_gdn_decode_fwd(b),
+            "unfused": lambda b: lambda: naive_gdn_decode_step(b),
         }
         if have_fla:
             methods["fla"] = lambda b: lambda: fla_gdn_step(b)
@@ -258,7 +234,7 @@ def bench_gdn(args, bandwidth: float, l2_bytes: int, dtype) -> list[Point]:
                 runs.append(
                     (
                         "fused",
-                        lambda b, bv=bv, nw=nw: lambda: fused_gdn_decode_fwd(**b, block_v=bv, num_warps=nw),
+                        lambda b, bv=bv, nw=nw: lambda: fused_gdn_decode_fwd(b, block_v=bv, num_warps=nw),
                         f"block_v={bv},num_warps={nw}",
                     )
                 )

@@ -52,8 +52,11 @@ class GatedDeltaNet(DeltaRuleMixer):
 
     def _fused_decode_step(self, x: torch.Tensor, cache: DeltaRuleCache) -> torch.Tensor:
         """x [B, 1, C] -> [B, 1, C]: the fused kernel between the projections; caches updated in place."""
-        h = x[:, 0]
-        y = gdn_decode.fused_gdn_decode_step(
+        return self.o_proj(gdn_decode.fused_gdn_decode_step(self.decode_step_inputs(x[:, 0], cache)))[:, None]
+
+    def decode_step_inputs(self, h: torch.Tensor, cache: DeltaRuleCache) -> gdn_decode.GDNDecodeStep:
+        """h [B, C] one token -> its decode step between the projections, on the cache's conv caches and state."""
+        return gdn_decode.GDNDecodeStep(
             q_in=self.q_proj(h),
             k_in=self.k_proj(h),
             v_in=self.v_proj(h),
@@ -72,4 +75,3 @@ class GatedDeltaNet(DeltaRuleMixer):
             eps=self.o_norm.eps,
             state=cache.state,
         )
-        return self.o_proj(y)[:, None]

@@ -20,8 +20,8 @@ import pytest
 import torch
 
 from lt2.kernels.decode_attention import naive_decode_attention
-from lt2.kernels.gdn_decode import naive_gdn_decode_step
-from lt2.testing import assert_close
+from lt2.kernels.gdn_decode import GDNDecodeStep, naive_gdn_decode_step
+from lt2.testing import assert_close, random_gdn_decode_step
 
 pytest.importorskip("triton", reason="the decode kernels need triton")
 
@@ -30,7 +30,6 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 RTOL = 1e-2  # bf16 inputs and outputs
 S_MAX, H, D = 32768, 16, 128  # 1.3B full attention: 16 heads of 128
 GDN = dict(H=16, Dk=96, Dv=192, K=4)  # 1.3B GDN: head_dim 96, expand_v 2, conv 4
-IN_PLACE = ("conv_q", "conv_k", "conv_v", "state")
 
 
 @pytest.fixture(autouse=True)
@@ -141,30 +140,10 @@ def test_decode_attention_graph_replays_at_new_lengths(ring):
         assert_close(f"o (length {length})", out, expected, rtol=RTOL)
 
 
-def gdn_inputs(B: int, seed: int, H: int, Dk: int, Dv: int, K: int) -> dict:
+def gdn_step(B: int, seed: int) -> GDNDecodeStep:
+    """A random bf16 step at the 1.3B GDN shapes (state and dt_bias fp32)."""
     gen = torch.Generator(device="cuda").manual_seed(seed)
-    return dict(
-        q_in=randn(gen, B, H * Dk),
-        k_in=randn(gen, B, H * Dk),
-        v_in=randn(gen, B, H * Dv),
-        conv_q=randn(gen, B, K - 1, H * Dk),
-        conv_k=randn(gen, B, K - 1, H * Dk),
-        conv_v=randn(gen, B, K - 1, H * Dv),
-        w_q=randn(gen, H * Dk, K),
-        w_k=randn(gen, H * Dk, K),
-        w_v=randn(gen, H * Dv, K),
-        a=randn(gen, B, H),
-        b=randn(gen, B, H),
-        A_log=torch.rand(H, generator=gen, device="cuda").mul(16).clamp(min=1e-3).log(),
-        dt_bias=randn(gen, H, dtype=torch.float32),
-        gate=randn(gen, B, H * Dv),
-        o_norm_weight=1 + 0.1 * randn(gen, Dv),
-        eps=1e-5,
-        state=randn(gen, B, H, Dk, Dv, dtype=torch.float32),
-    )
-
-
-TOKEN = ("q_in", "k_in", "v_in", "a", "b", "gate")  # what changes from one decode step to the next
+    return random_gdn_decode_step(B, **GDN, generator=gen, device="cuda", dtype=torch.bfloat16)
 
 
 @pytest.mark.parametrize("block_v", [None, 64], ids=["default", "bv64"])
@@ -172,42 +151,42 @@ TOKEN = ("q_in", "k_in", "v_in", "a", "b", "gate")  # what changes from one deco
 def test_fused_gdn_step_bf16_matches_oracle(B, block_v):
     from lt2.kernels.gdn_decode.fused import fused_gdn_decode_fwd
 
-    kernel = gdn_inputs(B, seed=B, **GDN)
-    oracle = {n: x.clone() if n in IN_PLACE else x for n, x in kernel.items()}
+    kernel = gdn_step(B, seed=B)
+    oracle = kernel.clone_in_place()
     for step in range(3):
-        if step:
-            fresh = gdn_inputs(B, seed=100 * B + step, **GDN)
-            for name in TOKEN:
-                kernel[name] = oracle[name] = fresh[name]
-        y = fused_gdn_decode_fwd(**kernel, block_v=block_v)  # the public function's launcher, with a tile knob
-        expected = naive_gdn_decode_step(**oracle)
+        if step:  # a new token: fresh projections, same weights, caches and state carried over
+            fresh = gdn_step(B, seed=100 * B + step)
+            kernel, oracle = kernel.with_token(fresh), oracle.with_token(fresh)
+        y = fused_gdn_decode_fwd(kernel, block_v=block_v)  # the public function's launcher, with a tile knob
+        expected = naive_gdn_decode_step(oracle)
         assert_close(f"y (step {step})", y, expected, rtol=RTOL)
-        assert_close(f"state (step {step})", kernel["state"], oracle["state"], rtol=1e-4)
+        assert_close(f"state (step {step})", kernel.state, oracle.state, rtol=1e-4)
         for name in ("conv_q", "conv_k", "conv_v"):  # shifted copies of bf16 inputs: exact
-            assert torch.equal(kernel[name], oracle[name]), f"{name} differs after step {step}"
+            assert torch.equal(getattr(kernel, name), getattr(oracle, name)), f"{name} differs after step {step}"
 
 
 def test_fused_gdn_graph_replays_equal_eager_steps():
     from lt2.kernels.gdn_decode import fused_gdn_decode_step
 
-    static = gdn_inputs(8, seed=0, **GDN)
-    eager = {n: x.clone() if n in IN_PLACE else x for n, x in static.items()}
-    scratch = {n: x.clone() if n in IN_PLACE else x for n, x in static.items()}  # warm-up mutates these
+    static = gdn_step(8, seed=0)
+    eager = static.clone_in_place()
+    scratch = static.clone_in_place()  # warm-up mutates these
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
-        fused_gdn_decode_step(**scratch)
+        fused_gdn_decode_step(scratch)
     torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):  # capture records without running: the static state is untouched
-        y_static = fused_gdn_decode_step(**static)
+        y_static = fused_gdn_decode_step(static)
     for step in range(3):
-        fresh = gdn_inputs(8, seed=10 + step, **GDN)
-        for name in TOKEN:
-            static[name].copy_(fresh[name])
-            eager[name] = fresh[name]
+        fresh = gdn_step(8, seed=10 + step)
+        for name in GDNDecodeStep.TOKEN:
+            getattr(static, name).copy_(getattr(fresh, name))
+        eager = eager.with_token(fresh)
         graph.replay()
-        y = fused_gdn_decode_step(**eager)
+        y = fused_gdn_decode_step(eager)
         assert torch.equal(y_static, y), f"y: graph replay differs from eager at step {step}"
-        for name in IN_PLACE:
-            assert torch.equal(static[name], eager[name]), f"{name}: graph replay differs from eager at step {step}"
+        for name in GDNDecodeStep.IN_PLACE:
+            a, b = getattr(static, name), getattr(eager, name)
+            assert torch.equal(a, b), f"{name}: graph replay differs from eager at step {step}"

@@ -17,45 +17,18 @@ Run: pytest tests/kernels/test_gdn_decode.py
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 
 import pytest
 import torch
 
-from lt2.kernels.gdn_decode import naive_gdn_decode_step
+from lt2.kernels.gdn_decode import GDNDecodeStep, naive_gdn_decode_step
 from lt2.kernels.gdn_decode.naive import conv_step
 from lt2.mixers.base import ShortConv
-from lt2.testing import assert_close
+from lt2.testing import assert_close, random_gdn_decode_step
 
 RTOL = 1e-5  # fp32 kernel vs fp32 oracle: summation order only
-IN_PLACE = ("conv_q", "conv_k", "conv_v", "state")
-
-
-def step_inputs(gen, B, H, Dk, Dv, K, gate=True, decay=1.0) -> dict:
-    """One token's inputs plus fresh caches and state; `decay` scales A_log's range (strong vs weak decay)."""
-
-    def randn(*shape):
-        return torch.randn(*shape, generator=gen)
-
-    return dict(
-        q_in=randn(B, H * Dk),
-        k_in=randn(B, H * Dk),
-        v_in=randn(B, H * Dv),
-        conv_q=randn(B, K - 1, H * Dk),
-        conv_k=randn(B, K - 1, H * Dk),
-        conv_v=randn(B, K - 1, H * Dv),
-        w_q=randn(H * Dk, K),
-        w_k=randn(H * Dk, K),
-        w_v=randn(H * Dv, K),
-        a=randn(B, H),
-        b=randn(B, H),
-        A_log=(decay * 16 * torch.rand(H, generator=gen)).clamp(min=1e-3).log(),  # exp(A_log) ~ U(0, 16)
-        dt_bias=randn(H),
-        gate=randn(B, H * Dv) if gate else None,
-        o_norm_weight=1 + 0.1 * randn(Dv),
-        eps=1e-5,
-        state=randn(B, H, Dk, Dv),
-    )
 
 
 def check_steps(B, H, Dk, Dv, K, gate, decay, steps):
@@ -65,18 +38,17 @@ def check_steps(B, H, Dk, Dv, K, gate, decay, steps):
     torch.use_deterministic_algorithms(True, warn_only=True)  # torch.empty now fills with NaN
     torch.utils.deterministic.fill_uninitialized_memory = True
     gen = torch.Generator().manual_seed(B * 1000 + Dk * 10 + K)
-    kernel = step_inputs(gen, B, H, Dk, Dv, K, gate, decay)
-    oracle = {name: x.clone() if name in IN_PLACE else x for name, x in kernel.items()}
+    kernel = random_gdn_decode_step(B, H, Dk, Dv, K, gate=gate, decay=decay, generator=gen)
+    oracle = kernel.clone_in_place()
     for step in range(steps):
         if step:  # a new token: fresh projections, same weights, caches and state carried over
-            fresh = step_inputs(gen, B, H, Dk, Dv, K, gate, decay)
-            for name in ("q_in", "k_in", "v_in", "a", "b", "gate"):
-                kernel[name] = oracle[name] = fresh[name]
-        y = fused_gdn_decode_step(**kernel)
-        expected = naive_gdn_decode_step(**oracle)
+            fresh = random_gdn_decode_step(B, H, Dk, Dv, K, gate=gate, decay=decay, generator=gen)
+            kernel, oracle = kernel.with_token(fresh), oracle.with_token(fresh)
+        y = fused_gdn_decode_step(kernel)
+        expected = naive_gdn_decode_step(oracle)
         assert_close(f"y (step {step})", y, expected, rtol=RTOL)
-        for name in IN_PLACE:
-            assert_close(f"{name} (step {step})", kernel[name], oracle[name], rtol=RTOL)
+        for name in GDNDecodeStep.IN_PLACE:
+            assert_close(f"{name} (step {step})", getattr(kernel, name), getattr(oracle, name), rtol=RTOL)
 
 
 # B, H, Dk, Dv, K, gate, decay scale
@@ -103,13 +75,12 @@ def check_padded_row_stays_zero():
     """Worker side: a row with zero inputs, caches and state (left padding) keeps all of them exactly zero."""
     from lt2.kernels.gdn_decode import fused_gdn_decode_step
 
-    gen = torch.Generator().manual_seed(7)
-    inputs = step_inputs(gen, 2, 2, 16, 32, 4)
-    for name in ("q_in", "k_in", "v_in", "a", "b", "gate", "conv_q", "conv_k", "conv_v", "state"):
-        inputs[name][1] = 0.0  # row 1: pad tokens reach the mixer as zeros
+    inputs = random_gdn_decode_step(2, 2, 16, 32, 4, generator=torch.Generator().manual_seed(7))
+    for name in (*GDNDecodeStep.TOKEN, *GDNDecodeStep.IN_PLACE):
+        getattr(inputs, name)[1] = 0.0  # row 1: pad tokens reach the mixer as zeros
     for _ in range(2):
-        y = fused_gdn_decode_step(**inputs)
-        for name, x in (("y", y), *((n, inputs[n]) for n in IN_PLACE)):
+        y = fused_gdn_decode_step(inputs)
+        for name, x in (("y", y), *((n, getattr(inputs, n)) for n in GDNDecodeStep.IN_PLACE)):
             assert torch.equal(x[1], torch.zeros_like(x[1])), f"{name} of the padded row is not exactly zero"
         assert y[0].abs().sum() > 0
 
@@ -134,7 +105,7 @@ def test_conv_step_matches_short_conv():
 
 @pytest.mark.skipif(importlib.util.find_spec("lt2.mixers.gdn") is None, reason="lt2.mixers.gdn is not importable")
 def test_oracle_matches_gdn_mixer_decode():
-    """The oracle, fed the GatedDeltaNet mixer's projections and weights, reproduces its decode step."""
+    """The oracle, fed the step the GatedDeltaNet mixer builds for its fused path, reproduces its decode step."""
     from lt2.config import LinearArgs, ModelArgs
     from lt2.mixers import SeqInfo, mixer_class
     from lt2.model.pattern import MixerSpec
@@ -159,29 +130,14 @@ def test_oracle_matches_gdn_mixer_decode():
     cache = mixer.init_cache(B, 16, "cpu", torch.float64, spec)
     for x in (cache.state, cache.conv_q, cache.conv_k, cache.conv_v):
         x.copy_(torch.randn(x.shape, generator=gen, dtype=x.dtype))
-    oracle = {"state": cache.state.clone()} | {n: getattr(cache, n).clone() for n in ("conv_q", "conv_k", "conv_v")}
+    oracle = {name: getattr(cache, name).clone() for name in GDNDecodeStep.IN_PLACE}
     seq = SeqInfo(positions=torch.zeros(B, 1, dtype=torch.long), slots=torch.tensor([0]))
     for step in range(3):
         x = torch.randn(B, 1, args.dim, generator=gen, dtype=torch.float64)
         with torch.no_grad():
             expected = mixer(x, seq, cache, spec)[:, 0]
-            h = x[:, 0]
-            y = naive_gdn_decode_step(
-                q_in=mixer.q_proj(h),
-                k_in=mixer.k_proj(h),
-                v_in=mixer.v_proj(h),
-                w_q=mixer.q_conv1d.weight,
-                w_k=mixer.k_conv1d.weight,
-                w_v=mixer.v_conv1d.weight,
-                a=mixer.a_proj(h),
-                b=mixer.b_proj(h),
-                A_log=mixer.A_log,
-                dt_bias=mixer.dt_bias,
-                gate=mixer.g_proj(h),
-                o_norm_weight=mixer.o_norm.weight,
-                eps=mixer.o_norm.eps,
-                **oracle,
-            )
+            # the mixer's own projections and weights, on the oracle's copies of the caches and state
+            y = naive_gdn_decode_step(dataclasses.replace(mixer.decode_step_inputs(x[:, 0], cache), **oracle))
             # the mixer keeps an fp32 state even for an fp64 model
             assert_close(f"output (step {step})", mixer.o_proj(y), expected, rtol=1e-6)
         assert_close(f"state (step {step})", oracle["state"], cache.state, rtol=1e-6)
@@ -194,22 +150,22 @@ def test_argument_checks_name_the_bad_argument():
     """Checks run before any launch, so this needs triton importable but not the interpreter."""
     from lt2.kernels.gdn_decode import fused_gdn_decode_step
 
-    good = step_inputs(torch.Generator().manual_seed(0), 2, 2, 8, 16, 4)
+    good = random_gdn_decode_step(2, 2, 8, 16, 4, generator=torch.Generator().manual_seed(0))
     bad = [
-        (dict(state=good["state"].double()), r"state must be \[B, H, Dk, Dv\] fp32"),
+        (dict(state=good.state.double()), r"state must be \[B, H, Dk, Dv\] fp32"),
         (dict(state=torch.zeros(2, 2, 300, 16)), r"Dk=300 > 256"),
-        (dict(q_in=good["q_in"][:, :8]), r"q_in must have shape \[2, 16\] for B=2, H=2, Dk=8, Dv=16, K=4"),
-        (dict(conv_v=good["conv_v"][:, :2]), r"conv_v must have shape \[2, 3, 32\]"),
-        (dict(w_k=good["w_k"][:, :3]), r"w_k must have shape \[16, 4\]"),
-        (dict(a=good["a"][:, :1]), r"a must have shape \[2, 2\]"),
-        (dict(gate=good["gate"][:1]), r"gate must have shape \[2, 32\]"),
+        (dict(q_in=good.q_in[:, :8]), r"q_in must have shape \[2, 16\] for B=2, H=2, Dk=8, Dv=16, K=4"),
+        (dict(conv_v=good.conv_v[:, :2]), r"conv_v must have shape \[2, 3, 32\]"),
+        (dict(w_k=good.w_k[:, :3]), r"w_k must have shape \[16, 4\]"),
+        (dict(a=good.a[:, :1]), r"a must have shape \[2, 2\]"),
+        (dict(gate=good.gate[:1]), r"gate must have shape \[2, 32\]"),
         (dict(o_norm_weight=torch.ones(8)), r"o_norm_weight must have shape \[16\]"),
-        (dict(v_in=good["v_in"].double()), r"q_in, k_in and v_in must share one dtype"),
-        (dict(conv_q=good["conv_q"].transpose(1, 2).contiguous().transpose(1, 2)), r"conv_q is updated in place"),
-        (dict(a=good["a"].long()), r"a must be a floating-point tensor"),
+        (dict(v_in=good.v_in.double()), r"q_in, k_in and v_in must share one dtype"),
+        (dict(conv_q=good.conv_q.transpose(1, 2).contiguous().transpose(1, 2)), r"conv_q is updated in place"),
+        (dict(a=good.a.long()), r"a must be a floating-point tensor"),
         (dict(eps=0.0), r"eps must be > 0"),
-        (dict(q_in=good["q_in"].clone().requires_grad_()), r"no backward"),
+        (dict(q_in=good.q_in.clone().requires_grad_()), r"no backward"),
     ]
     for override, message in bad:
         with pytest.raises(ValueError, match=message):
-            fused_gdn_decode_step(**(good | override))
+            fused_gdn_decode_step(dataclasses.replace(good, **override))

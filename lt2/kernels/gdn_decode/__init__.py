@@ -1,5 +1,6 @@
 """Gated-DeltaNet decode: one token's step from the input projections to the output projection.
 
+    GDNDecodeStep           the step's arguments (projections, weights, conv caches, state), documented once
     naive_gdn_decode_step   the oracle: the step written out in PyTorch (fp32), same in-place contract
     fused_gdn_decode_step   one Triton kernel for the whole step, graph-capturable
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 
+from lt2.kernels.gdn_decode.inputs import GDNDecodeStep
 from lt2.kernels.gdn_decode.naive import naive_gdn_decode_step
 
 _TRITON = ("fused_gdn_decode_step",)
@@ -22,4 +24,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["fused_gdn_decode_step", "naive_gdn_decode_step"]
+__all__ = ["GDNDecodeStep", "fused_gdn_decode_step", "naive_gdn_decode_step"]

@@ -22,10 +22,14 @@ Shapes: B batch, H heads, Dk key dim, Dv value dim, K conv kernel size; projecti
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
+
+from lt2.kernels.gdn_decode.inputs import GDNDecodeStep
 
 L2NORM_EPS = tl.constexpr(1e-6)  # fla's l2norm: x / sqrt(sum(x^2) + eps); constexpr to be visible in jit code
 
@@ -137,33 +141,13 @@ def fused_gdn_decode_kernel(
         tl.store(y + i_bh * DV + o_v, b_y.to(y.dtype.element_ty), mask=mask_v)
 
 
-def fused_gdn_decode_fwd(
-    q_in: torch.Tensor,
-    k_in: torch.Tensor,
-    v_in: torch.Tensor,
-    conv_q: torch.Tensor,
-    conv_k: torch.Tensor,
-    conv_v: torch.Tensor,
-    w_q: torch.Tensor,
-    w_k: torch.Tensor,
-    w_v: torch.Tensor,
-    a: torch.Tensor,
-    b: torch.Tensor,
-    A_log: torch.Tensor,
-    dt_bias: torch.Tensor,
-    gate: torch.Tensor | None,
-    o_norm_weight: torch.Tensor,
-    eps: float,
-    state: torch.Tensor,
-    block_v: int | None = None,
-    num_warps: int | None = None,
-) -> torch.Tensor:
-    """Allocate y and the o scratch and launch; arguments already checked. `block_v`/`num_warps` for sweeps."""
-    B, H, Dk, Dv = state.shape
-    K = w_q.shape[1]
+def fused_gdn_decode_fwd(step: GDNDecodeStep, block_v: int | None = None, num_warps: int | None = None) -> torch.Tensor:
+    """Allocate y and the o scratch and launch; the step already checked. `block_v`/`num_warps` for sweeps."""
+    B, H, Dk, Dv = step.state.shape
+    K = step.w_q.shape[1]
     BK = triton.next_power_of_2(Dk)
     if block_v is None:
-        if state.is_cuda:
+        if step.state.is_cuda:
             # At decode batch sizes B * H programs are at most one per SM, so what counts is the bytes one
             # program has in flight: the loop over value blocks is not software-pipelined, so take the
             # whole state in one tile up to 32K fp32 (1.3B: 96(128) x 192(256), 181 registers at 8 warps).
@@ -173,34 +157,22 @@ def fused_gdn_decode_fwd(
     BV = min(block_v, triton.next_power_of_2(Dv))
     if num_warps is None:
         num_warps = 8 if BK * BV >= 16384 else 4  # about 64-128 state values per thread
-    y = torch.empty(B, H * Dv, dtype=q_in.dtype, device=q_in.device)
-    o_buf = torch.empty(B, H * Dv, dtype=torch.float32, device=q_in.device)
-    if not state.is_cuda and not isinstance(fused_gdn_decode_kernel, InterpretedFunction):
+    y = torch.empty(B, H * Dv, dtype=step.q_in.dtype, device=step.q_in.device)
+    o_buf = torch.empty(B, H * Dv, dtype=torch.float32, device=step.q_in.device)
+    if not step.state.is_cuda and not isinstance(fused_gdn_decode_kernel, InterpretedFunction):
         raise RuntimeError(
             "the fused GDN decode kernel got CPU tensors but Triton's interpreter is off: set TRITON_INTERPRET=1 "
             "before triton is first imported, or use naive_gdn_decode_step on CPU"
         )
+    tensors = step.tensors()
+    if step.gate is None:
+        tensors["gate"] = y  # unused without a gate; any pointer will do
     # the interpreter ignores launch options: whatever is pinned here is the one config it runs
     fused_gdn_decode_kernel[(B * H,)](
-        q_in=q_in,
-        k_in=k_in,
-        v_in=v_in,
-        conv_q=conv_q,
-        conv_k=conv_k,
-        conv_v=conv_v,
-        w_q=w_q,
-        w_k=w_k,
-        w_v=w_v,
-        a=a,
-        b=b,
-        A_log=A_log,
-        dt_bias=dt_bias,
-        gate=gate if gate is not None else y,  # unused without a gate; any pointer will do
-        o_norm_weight=o_norm_weight,
-        state=state,
+        **tensors,
         o_buf=o_buf,
         y=y,
-        eps=eps,
+        eps=step.eps,
         scale=Dk**-0.5,
         H=H,
         DK=Dk,
@@ -210,22 +182,23 @@ def fused_gdn_decode_fwd(
         BV=BV,
         NV=triton.cdiv(Dv, BV),
         BR=triton.next_power_of_2(max(K - 1, 1)),  # conv cache rows, padded
-        USE_GATE=gate is not None,
+        USE_GATE=step.gate is not None,
         num_warps=num_warps,
         num_stages=1,
     )
     return y
 
 
-def _check(tensors: dict[str, torch.Tensor | None], eps: float) -> None:
+def _check(step: GDNDecodeStep) -> None:
     """Raise ValueError, naming the bad argument and its expected shape, unless the step is well formed."""
-    state = tensors["state"]
+    tensors = step.tensors()
+    state = step.state
     if state.ndim != 4 or state.dtype != torch.float32:
         raise ValueError(f"state must be [B, H, Dk, Dv] fp32, got {tuple(state.shape)} {state.dtype}")
     B, H, Dk, Dv = state.shape
     if Dk > 256 or Dv < 1:
         raise ValueError(f"Dk={Dk} > 256 is not supported (one [Dk, BV] register tile), or Dv={Dv} < 1")
-    w_q = tensors["w_q"]
+    w_q = step.w_q
     if w_q.ndim != 2 or w_q.shape[1] < 1:
         raise ValueError(f"w_q must be [H*Dk, K] = [{H * Dk}, K] with K >= 1, got {tuple(w_q.shape)}")
     K = w_q.shape[1]
@@ -258,91 +231,38 @@ def _check(tensors: dict[str, torch.Tensor | None], eps: float) -> None:
     dtypes = {tensors[n].dtype for n in ("q_in", "k_in", "v_in")}
     if len(dtypes) > 1:
         raise ValueError(f"q_in, k_in and v_in must share one dtype (y takes it), got {sorted(map(str, dtypes))}")
-    for name in ("conv_q", "conv_k", "conv_v", "state"):
+    for name in step.IN_PLACE:
         if not tensors[name].is_contiguous():
             raise ValueError(f"{name} is updated in place and must be contiguous, got strides {tensors[name].stride()}")
     devices = {x.device for x in tensors.values() if x is not None}
     if len(devices) > 1:
         raise ValueError(f"all tensors must be on one device, got {sorted(map(str, devices))}")
-    if not eps > 0:
-        raise ValueError(f"eps must be > 0, got {eps}")
+    if not step.eps > 0:
+        raise ValueError(f"eps must be > 0, got {step.eps}")
     if torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in tensors.values()):
         raise ValueError("fused_gdn_decode_step has no backward (decode only); call it under torch.no_grad()")
 
 
-def fused_gdn_decode_step(
-    *,
-    q_in: torch.Tensor,
-    k_in: torch.Tensor,
-    v_in: torch.Tensor,
-    conv_q: torch.Tensor,
-    conv_k: torch.Tensor,
-    conv_v: torch.Tensor,
-    w_q: torch.Tensor,
-    w_k: torch.Tensor,
-    w_v: torch.Tensor,
-    a: torch.Tensor,
-    b: torch.Tensor,
-    A_log: torch.Tensor,
-    dt_bias: torch.Tensor,
-    gate: torch.Tensor | None,
-    o_norm_weight: torch.Tensor,
-    eps: float,
-    state: torch.Tensor,
-) -> torch.Tensor:
+def fused_gdn_decode_step(step: GDNDecodeStep) -> torch.Tensor:
     """One gated-DeltaNet decode step, fused: conv caches and state are updated in place, y is returned.
 
     Everything between the layer's input projections and its output projection, for one token:
     q = l2norm(silu(conv(q_in))) * Dk^-0.5, k = l2norm(silu(conv(k_in))), v = silu(conv(v_in)),
     beta = sigmoid(b), g = -exp(A_log) * softplus(a + dt_bias); S = exp(g) S, u = v - S^T k,
     S += beta k u^T, o = S^T q; y = rms_norm(o, o_norm_weight, eps) * silu(gate). fp32 inside.
-    Keyword-only: many arguments share a shape, and a swap must not run silently.
+    The fields of `step` (shapes, what is updated in place) are documented on GDNDecodeStep.
 
-    Args:
-        q_in, k_in: [B, H*Dk] the token's q/k projections (before the short convolution).
-        v_in: [B, H*Dv] its v projection (same dtype as q_in and k_in).
-        conv_q, conv_k: [B, K-1, H*Dk], conv_v: [B, K-1, H*Dv] the previous K-1 inputs, oldest first;
-            shifted in place (contiguous).
-        w_q, w_k: [H*Dk, K], w_v: [H*Dv, K] depthwise conv weights; [:, -1] multiplies the new token.
-        a: [B, H] W_a x; b: [B, H] W_b x; A_log, dt_bias: [H].
-        gate: [B, H*Dv] W_g x, or None for an ungated norm.
-        o_norm_weight: [Dv] the per-head RMSNorm weight; eps its epsilon.
-        state: [B, H, Dk, Dv] fp32 recurrent state, updated in place (contiguous).
-    Returns:
-        y [B, H*Dv] in q_in's dtype, ready for the output projection.
+    Returns y [B, H*Dv] in q_in's dtype, ready for the output projection. Raises ValueError naming the
+    bad field unless the step is well formed. Graph-capturable (no host syncs). CPU tensors run through
+    Triton's interpreter (TRITON_INTERPRET=1).
 
-    Graph-capturable (no host syncs). CPU tensors run through Triton's interpreter (TRITON_INTERPRET=1).
-
-    >>> B, H, Dk, Dv, K = 8, 16, 96, 192, 4
-    >>> r = lambda *s: torch.randn(*s, device="cuda", dtype=torch.bfloat16)
-    >>> state = torch.zeros(B, H, Dk, Dv, device="cuda")
-    >>> y = fused_gdn_decode_step(q_in=r(B, H * Dk), k_in=r(B, H * Dk), v_in=r(B, H * Dv),
-    ...     conv_q=r(B, K - 1, H * Dk), conv_k=r(B, K - 1, H * Dk), conv_v=r(B, K - 1, H * Dv),
-    ...     w_q=r(H * Dk, K), w_k=r(H * Dk, K), w_v=r(H * Dv, K), a=r(B, H), b=r(B, H), A_log=r(H),
-    ...     dt_bias=r(H), gate=r(B, H * Dv), o_norm_weight=r(Dv), eps=1e-5, state=state)
+    >>> from lt2.testing import random_gdn_decode_step
+    >>> step = random_gdn_decode_step(8, 16, 96, 192, 4, device="cuda", dtype=torch.bfloat16)
+    >>> y = fused_gdn_decode_step(step)
     >>> y.shape, y.dtype
     (torch.Size([8, 3072]), torch.bfloat16)
     """
-    tensors = dict(
-        q_in=q_in,
-        k_in=k_in,
-        v_in=v_in,
-        conv_q=conv_q,
-        conv_k=conv_k,
-        conv_v=conv_v,
-        w_q=w_q,
-        w_k=w_k,
-        w_v=w_v,
-        a=a,
-        b=b,
-        A_log=A_log,
-        dt_bias=dt_bias,
-        gate=gate,
-        o_norm_weight=o_norm_weight,
-        state=state,
-    )
-    _check(tensors, eps)
+    _check(step)
     # read-only inputs: contiguous() is free when they already are (projections and parameters are)
-    read_only = {n: (x.contiguous() if x is not None else None) for n, x in tensors.items()}
-    read_only.update(conv_q=conv_q, conv_k=conv_k, conv_v=conv_v, state=state)
-    return fused_gdn_decode_fwd(**read_only, eps=eps)
+    read_only = {n: x.contiguous() for n, x in step.tensors().items() if x is not None and n not in step.IN_PLACE}
+    return fused_gdn_decode_fwd(dataclasses.replace(step, **read_only))
