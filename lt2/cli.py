@@ -52,6 +52,32 @@ def _add_bench_train(cmds) -> None:
     p.set_defaults(func=cmd_bench_train)
 
 
+def cmd_bench_decode_kernels(a: argparse.Namespace) -> int:
+    from lt2.bench.decode_kernels import run_decode_kernels
+
+    run_decode_kernels(a)
+    return 0
+
+
+def _add_bench_decode_kernels(cmds) -> None:
+    p = cmds.add_parser("decode-kernels", help="split-KV attention and fused GDN decode step vs the roofline (CUDA)")
+    p.add_argument("--out", required=True, help="JSON record, e.g. results/bench/decode_kernels.json (+ .prov.json)")
+    p.add_argument("--batch", default="1,8", help="batch sizes, e.g. 1,8")
+    p.add_argument("--lengths", default="1k,8k,32k", help="valid slots, e.g. 1k,8k,32k")
+    p.add_argument("--max-len", type=int, default=None, help="static cache slots (default: the largest length)")
+    p.add_argument("--heads", type=int, default=16, help="attention query heads (1.3B: 16)")
+    p.add_argument("--kv-heads", type=int, default=16, help="attention KV heads (1.3B: 16)")
+    p.add_argument("--head-dim", type=int, default=128, help="attention head dim (1.3B: 128)")
+    p.add_argument("--gdn-heads", type=int, default=16, help="GDN heads (1.3B: 16)")
+    p.add_argument("--gdn-dk", type=int, default=96, help="GDN key head dim (1.3B: 96)")
+    p.add_argument("--gdn-dv", type=int, default=192, help="GDN value head dim (1.3B: 192)")
+    p.add_argument("--conv", type=int, default=4, help="short convolution size")
+    p.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16")
+    p.add_argument("--repeats", type=int, default=50, help="timed graph replays per point")
+    p.add_argument("--sweep", action="store_true", help="also time other block sizes, warps and split counts")
+    p.set_defaults(func=cmd_bench_decode_kernels)
+
+
 def cmd_bench_throughput(a: argparse.Namespace) -> int:
     from lt2.bench.throughput import parse_engines, parse_sizes, run_throughput, write_throughput
     from lt2.config import load_recipe, recipe_files
@@ -82,6 +108,7 @@ def _add_bench_throughput(cmds) -> None:
 def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks (each prints a table and writes one JSON record)")
     cmds = p.add_subparsers(dest="bench_command", required=True, metavar="<bench>")
+    _add_bench_decode_kernels(cmds)
     _add_bench_throughput(cmds)
     _add_bench_train(cmds)
 
@@ -359,19 +386,24 @@ def cmd_verify_kernels(a: argparse.Namespace) -> int:
 
     import pandas as pd
 
-    from lt2.kernels.verify import CASES, rows, run_verify
+    from lt2.bench.verify import CASES, FACTOR, MIN_FLOOR, check_cases, rows, run_verify
     from lt2.report import provenance
 
     patterns = a.cases or list(CASES)
-    checks = run_verify(patterns, a.recipes, a.batch, a.seq_len)
+    check_cases(patterns)
     out = Path(a.out)
-    config = {"cases": patterns, "batch": a.batch, "seq_len": a.seq_len}
+    config = {"cases": patterns, "batch": a.batch, "seq_len": a.seq_len, "factor": FACTOR, "min_floor": MIN_FLOOR}
     recipe_files = sorted(str(p) for p in Path(a.recipes).glob("600M/*.yaml"))
     with provenance.record([out], inputs=recipe_files, config=config):
+        checks = run_verify(patterns, a.recipes, a.batch, a.seq_len, jobs=a.jobs)
         provenance.atomic_write_text(out, pd.DataFrame(rows(checks)).to_csv(index=False))
     failed = [c for c in checks if not c.ok]
-    print(f"{len(checks) - len(failed)}/{len(checks)} checks within tolerance")
-    return 1 if failed and not a.record_only else 0
+    print(f"{len(checks) - len(failed)}/{len(checks)} checks within tolerance ({FACTOR:g}x the bf16 floor)")
+    if failed and not a.record_only:
+        print(f"lt2 verify-kernels: {len(failed)} check(s) out of tolerance: "
+              + ", ".join(f"{c.pattern}/{c.check}" for c in failed), file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
 
 
 def _add_verify_kernels(sub) -> None:
@@ -380,9 +412,12 @@ def _add_verify_kernels(sub) -> None:
     p.add_argument("--recipes", default="config/recipes", help="recipes folder (mixer settings of the 600M rows)")
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--seq-len", type=int, default=2048)
-    p.add_argument("--out", default="results/numerics/kernels.csv")
+    p.add_argument("--jobs", type=int, default=1, help="cases checked at once (worker processes on one GPU)")
+    p.add_argument("--out", default="results/paper/numerics/kernels.csv")
     p.add_argument(
-        "--record-only", action="store_true", help="exit 0 even when checks fail (the table's `ok` column says which)"
+        "--record-only",
+        action="store_true",
+        help="exploration only: exit 0 even when checks fail (the table's `ok` column says which)",
     )
     p.set_defaults(func=cmd_verify_kernels)
 

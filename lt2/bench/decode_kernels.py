@@ -25,7 +25,7 @@ Points: batch x valid length in a static buffer of `max_len` slots (left padding
                fla          PyTorch conv/activations + fla's fused_recurrent kernel + PyTorch norm and gate
                             (the mixer's CUDA path), when flash-linear-attention is installed
 
-Run: python -m lt2.bench.decode_kernels --out results/bench/decode_kernels.json [--sweep]
+Run: lt2 bench decode-kernels --out results/bench/decode_kernels.json [--sweep]
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ import importlib.util
 import json
 import math
 import statistics
-import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -258,23 +257,10 @@ def format_point(p: Point) -> str:
     )
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m lt2.bench.decode_kernels", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", required=True, help="JSON record, e.g. results/bench/decode_kernels.json (+ .prov.json)")
-    p.add_argument("--batch", type=parse_sizes, default=[1, 8], help="batch sizes, e.g. 1,8")
-    p.add_argument("--lengths", type=parse_sizes, default=[1024, 8192, 32768], help="valid slots, e.g. 1k,8k,32k")
-    p.add_argument("--max-len", type=int, default=None, help="static cache slots (default: the largest length)")
-    p.add_argument("--heads", type=int, default=16, help="attention query heads (1.3B: 16)")
-    p.add_argument("--kv-heads", type=int, default=16, help="attention KV heads (1.3B: 16)")
-    p.add_argument("--head-dim", type=int, default=128, help="attention head dim (1.3B: 128)")
-    p.add_argument("--gdn-heads", type=int, default=16, help="GDN heads (1.3B: 16)")
-    p.add_argument("--gdn-dk", type=int, default=96, help="GDN key head dim (1.3B: 96)")
-    p.add_argument("--gdn-dv", type=int, default=192, help="GDN value head dim (1.3B: 192)")
-    p.add_argument("--conv", type=int, default=4, help="short convolution size")
-    p.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16")
-    p.add_argument("--repeats", type=int, default=50, help="timed graph replays per point")
-    p.add_argument("--sweep", action="store_true", help="also time other block sizes, warps and split counts")
-    args = p.parse_args(argv)
+def check_args(args: argparse.Namespace) -> argparse.Namespace:
+    """Parse the size lists, fill the default cache size and reject lengths it cannot hold (ValueError)."""
+    args.batch = parse_sizes(args.batch) if isinstance(args.batch, str) else list(args.batch)
+    args.lengths = parse_sizes(args.lengths) if isinstance(args.lengths, str) else list(args.lengths)
     args.max_len = args.max_len or max(args.lengths)
     if max(args.lengths) > args.max_len:
         raise ValueError(f"lengths {args.lengths} exceed --max-len {args.max_len}")
@@ -282,52 +268,48 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 @torch.no_grad()
-def main(argv: list[str] | None = None) -> int:
+def run_decode_kernels(args: argparse.Namespace) -> list[Point]:
+    """Check every kernel against its oracle, time all points and write `args.out` (+ provenance).
+
+    The provenance record opens before any work, so its start time, git state and hardware are the run's.
+    """
     from lt2.report import provenance
 
-    args = parse_args(argv)
+    args = check_args(args)
     if not torch.cuda.is_available():
-        raise SystemExit("lt2.bench.decode_kernels needs a CUDA device")
+        raise ValueError("lt2 bench decode-kernels times CUDA kernels; no CUDA device is available")
     import triton
 
-    device = torch.device("cuda")
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
-    props = torch.cuda.get_device_properties(device)
-    bandwidth = copy_bandwidth(device)
-    facts = {
-        "device": props.name,
-        "sm_count": props.multi_processor_count,
-        "l2_bytes": props.L2_cache_size,
-        "copy_bandwidth_GBps": bandwidth / 1e9,
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-        "fla": importlib.util.find_spec("fla") is not None,
-        "dtype": args.dtype,
-        "max_len": args.max_len,
-        "attention": {"heads": args.heads, "kv_heads": args.kv_heads, "head_dim": args.head_dim},
-        "gdn": {"heads": args.gdn_heads, "dk": args.gdn_dk, "dv": args.gdn_dv, "conv": args.conv},
-    }
-    l2_mib = props.L2_cache_size / 2**20
-    print(f"{props.name}: copy bandwidth {bandwidth / 1e9:.0f} GB/s (read + write), L2 {l2_mib:.0f} MiB")
-    print(
-        f"{'kernel':<9} {'method':<12} {'batch':<4} {'length':>8} {'time':>12} {'ideal':>12} {'achieved':>12} roofline"
-    )
-    points = bench_attention(args, bandwidth, props.L2_cache_size, dtype)
-    points += bench_gdn(args, bandwidth, props.L2_cache_size, dtype)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    command = [
-        sys.executable.rsplit("/", 1)[-1],
-        "-m",
-        "lt2.bench.decode_kernels",
-        *(argv if argv is not None else sys.argv[1:]),
-    ]
-    with provenance.record([out], config=vars(args), command=command):
+    config = {k: v for k, v in vars(args).items() if k != "func"}
+    with provenance.record([out], config=config):
+        device = torch.device("cuda")
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+        props = torch.cuda.get_device_properties(device)
+        bandwidth = copy_bandwidth(device)
+        facts = {
+            "device": props.name,
+            "sm_count": props.multi_processor_count,
+            "l2_bytes": props.L2_cache_size,
+            "copy_bandwidth_GBps": bandwidth / 1e9,
+            "torch": torch.__version__,
+            "triton": triton.__version__,
+            "fla": importlib.util.find_spec("fla") is not None,
+            "dtype": args.dtype,
+            "max_len": args.max_len,
+            "attention": {"heads": args.heads, "kv_heads": args.kv_heads, "head_dim": args.head_dim},
+            "gdn": {"heads": args.gdn_heads, "dk": args.gdn_dk, "dv": args.gdn_dv, "conv": args.conv},
+        }
+        l2_mib = props.L2_cache_size / 2**20
+        print(f"{props.name}: copy bandwidth {bandwidth / 1e9:.0f} GB/s (read + write), L2 {l2_mib:.0f} MiB")
+        print(
+            f"{'kernel':<9} {'method':<12} {'batch':<4} {'length':>8} {'time':>12} {'ideal':>12} {'achieved':>12} "
+            "roofline"
+        )
+        points = bench_attention(args, bandwidth, props.L2_cache_size, dtype)
+        points += bench_gdn(args, bandwidth, props.L2_cache_size, dtype)
+        out.parent.mkdir(parents=True, exist_ok=True)
         record = {"facts": facts, "points": [asdict(p) for p in points]}
         provenance.atomic_write_text(out, json.dumps(record, indent=2) + "\n")
     print(f"wrote {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return points

@@ -64,7 +64,8 @@ def test_gpu_results_target_plans_every_gpu_measurement(workflow):
     res = snakemake(workflow, "-n", "-p", "gpu_results", "--configfile", "config/paper.yaml", overlay=False)
     counts = job_counts(res.stdout)
     assert counts == {"verify_kernels": 1, "bench_throughput": 1, "bench_train": 2, "gpu_results": 1}, counts
-    assert "lt2 verify-kernels --recipes config/recipes --out results/paper/numerics/kernels.csv" in res.stdout
+    assert "lt2 verify-kernels --recipes config/recipes --jobs 4 --out results/paper/numerics/kernels.csv" in res.stdout
+    assert "--record-only" not in res.stdout  # an out-of-tolerance check must fail the job
 
 
 def test_lm_table_plans_training_but_not_other_tables(workflow):

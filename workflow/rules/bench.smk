@@ -38,7 +38,7 @@ rule bench_train:
 
 
 # The CUDA fast paths against the pure-PyTorch references at realistic shapes (every mixer, two hybrids).
-# A check out of tolerance is a result, recorded in the table's `ok` column, not a failed job.
+# A check out of tolerance (more than 2x the bf16 reference's own error vs fp64) fails the job; the table says which.
 rule verify_kernels:
     input:
         recipes=verify_recipes,
@@ -51,7 +51,7 @@ rule verify_kernels:
     message:
         "kernel numerics (lt2 verify-kernels)"
     shell:
-        "lt2 verify-kernels --recipes {params.recipes_dir} --out {output} --record-only > {log} 2>&1"
+        "lt2 verify-kernels --recipes {params.recipes_dir} --jobs 4 --out {output} > {log} 2>&1"
 
 
 # Everything that needs a GPU and is committed for audit, in one target.

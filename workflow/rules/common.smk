@@ -176,7 +176,7 @@ def bench_train_records(wildcards):
 
 
 def verify_recipes(wildcards):
-    """The 600M recipes whose mixer settings the numerics check uses (lt2.kernels.verify.CASES)."""
+    """The 600M recipes whose mixer settings the numerics check uses (lt2.bench.verify.CASES)."""
     return sorted(str(p) for p in Path(config["recipes"]["dir"], "600M").glob("*.yaml"))
 
 

@@ -104,7 +104,7 @@ def decode_attn_split_kernel(
     mask_d = o_d < D
     # [BG, BD] the group's query heads, pre-scaled by D^-0.5 * log2(e): the softmax runs in base 2
     p_q = q + (i_b * H + i_h * G + o_g[:, None]) * D + o_d[None, :]
-    b_q = tl.load(p_q, mask=mask_g[:, None] & mask_d[None, :], other=0.0).to(tl.float32) * scale
+    b_q = tl.load(p_q, mask=mask_g[:, None] & mask_d[None, :], other=0.0).to(tl.float32) * tl.cast(scale, tl.float32)
 
     b_m = tl.full([BG], float("-inf"), dtype=tl.float32)
     b_l = tl.zeros([BG], dtype=tl.float32)
@@ -403,4 +403,28 @@ def decode_attention(
     _check(q, k, v, length, key_mask, window, slot_of, n_splits)
     key_mask = key_mask if key_mask.stride(1) == 1 else key_mask.contiguous()
     slot_of = slot_of.contiguous() if slot_of is not None else None
-    return decode_attention_fwd(q.contiguous(), k, v, length, key_mask, window, slot_of, n_splits)
+    return decode_attention_op(q.contiguous(), k, v, length, key_mask, window, slot_of, n_splits)
+
+
+# An opaque op for torch.compile: Inductor schedules the call without tracing into it, so the launch code
+# (the bool mask viewed as bytes, Python scalars) never meets Inductor's lowerings. Traced, `view(uint8)`
+# of a bool tensor fails to lower ("torch.bool is not supported by torch.iinfo") and user kernels get
+# Python floats as fp64. Eagerly, the op is the launch code itself.
+@torch.library.custom_op("lt2::decode_attention", mutates_args=())
+def decode_attention_op(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    length: torch.Tensor,
+    key_mask: torch.Tensor,
+    window: int | None,
+    slot_of: torch.Tensor | None,
+    n_splits: int | None,
+) -> torch.Tensor:
+    """decode_attention_fwd as a registered op (arguments already checked): o [B, H, D] like q."""
+    return decode_attention_fwd(q, k, v, length, key_mask, window, slot_of, n_splits)
+
+
+@decode_attention_op.register_fake
+def _decode_attention_fake(q, k, v, length, key_mask, window, slot_of, n_splits) -> torch.Tensor:
+    return torch.empty_like(q)

@@ -100,6 +100,10 @@ def fused_gdn_decode_kernel(
     o_qk = i_h * DK + o_k
     b_q = _conv_silu_step(q_in + i_b * H * DK, conv_q + i_b * (K - 1) * H * DK, w_q, o_qk, mask_k, H * DK, K, BR)
     b_k = _conv_silu_step(k_in + i_b * H * DK, conv_k + i_b * (K - 1) * H * DK, w_k, o_qk, mask_k, H * DK, K, BR)
+    # scalars typed here: a caller may hand Python floats over as fp64 (Inductor does), and fp64 would then
+    # spread into the loop-carried fp32 values
+    scale = tl.cast(scale, tl.float32)
+    eps = tl.cast(eps, tl.float32)
     b_q = b_q / tl.sqrt(tl.sum(b_q * b_q) + L2NORM_EPS) * scale
     b_k = b_k / tl.sqrt(tl.sum(b_k * b_k) + L2NORM_EPS)
 
@@ -265,4 +269,41 @@ def fused_gdn_decode_step(step: GDNDecodeStep) -> torch.Tensor:
     _check(step)
     # read-only inputs: contiguous() is free when they already are (projections and parameters are)
     read_only = {n: x.contiguous() for n, x in step.tensors().items() if x is not None and n not in step.IN_PLACE}
-    return fused_gdn_decode_fwd(dataclasses.replace(step, **read_only))
+    step = dataclasses.replace(step, **read_only)
+    # the fields themselves (dataclasses.asdict would deep-copy them, and the in-place updates with them)
+    return fused_gdn_decode_op(**{f.name: getattr(step, f.name) for f in dataclasses.fields(step)})
+
+
+# An opaque op for torch.compile: Inductor schedules the call without tracing into it (traced, user Triton
+# kernels receive Python floats as fp64, and fp64 then leaks into the kernel's loop-carried fp32 values).
+# It declares the caches and the state it updates in place, so functionalization keeps the updates.
+@torch.library.custom_op("lt2::fused_gdn_decode", mutates_args=GDNDecodeStep.IN_PLACE)
+def fused_gdn_decode_op(
+    q_in: torch.Tensor,
+    k_in: torch.Tensor,
+    v_in: torch.Tensor,
+    conv_q: torch.Tensor,
+    conv_k: torch.Tensor,
+    conv_v: torch.Tensor,
+    w_q: torch.Tensor,
+    w_k: torch.Tensor,
+    w_v: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    A_log: torch.Tensor,
+    dt_bias: torch.Tensor,
+    gate: torch.Tensor | None,
+    o_norm_weight: torch.Tensor,
+    eps: float,
+    state: torch.Tensor,
+) -> torch.Tensor:
+    """fused_gdn_decode_fwd of the step these fields make (already checked): y [B, H*Dv] in q_in's dtype."""
+    fields = dict(locals())
+    return fused_gdn_decode_fwd(GDNDecodeStep(**fields))
+
+
+@fused_gdn_decode_op.register_fake
+def _fused_gdn_decode_fake(q_in, k_in, v_in, conv_q, conv_k, conv_v, w_q, w_k, w_v, a, b, A_log, dt_bias, gate,
+                           o_norm_weight, eps, state) -> torch.Tensor:  # fmt: skip
+    B, H, _, Dv = state.shape
+    return q_in.new_empty(B, H * Dv)
