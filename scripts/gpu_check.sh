@@ -8,7 +8,8 @@
 #   throughput  lt2 bench throughput, compile and graph engines, the five 1.3B rows at a reduced grid
 #               -> results/paper/bench/1B/throughput_compile_check.csv
 #
-# Logs and results are copied to $OUT when it is set (the device machine's return folder). The last lines
+# LT2_VERIFY_JOBS (cases at once, default 4), LT2_PYTEST_ARGS (test paths, default tests/gpu) and
+# LT2_<PART>_LIMIT (seconds) adjust a part. Logs and results are copied to $OUT when it is set (the device machine's return folder). The last lines
 # printed are a summary: one line per part with its exit status and wall time.
 set -o pipefail
 export PYTHONUNBUFFERED=1
@@ -40,8 +41,10 @@ for part in "${parts[@]}"; do
                 --out results/paper/numerics/kernels.csv
             cp results/paper/numerics/kernels.csv* "$OUT/" 2>/dev/null ;;
         pytest)
-            run_part pytest "${LT2_PYTEST_LIMIT:-300}" python3 -m pytest -m gpu -p no:cacheprovider -q \
-                --durations=15 tests/gpu ;;
+            # -v: each test's verdict as it finishes, so a run cut short by its limit still says which failed
+            # shellcheck disable=SC2086
+            run_part pytest "${LT2_PYTEST_LIMIT:-300}" python3 -m pytest -m gpu -p no:cacheprovider -q -v -rfE \
+                --tb=short --durations=15 ${LT2_PYTEST_ARGS:-tests/gpu} ;;
         throughput)
             run_part throughput "${LT2_THROUGHPUT_LIMIT:-240}" python3 -m lt2.cli bench throughput \
                 config/recipes/1B/{looped_pure_full,looped_pure_gdn,looped_hybrid_gdn_4to1,looped_hybrid_gdn_dsa,looped_pure_window}.yaml --batch 1,8 --ctx 1k,8k --decode-steps 16 --engines graph,compile \
@@ -52,6 +55,6 @@ for part in "${parts[@]}"; do
 done
 
 echo "=== summary"
-printf '%s\n' "${summary[@]}" | tee "$OUT/summary.txt"
+printf '%s\n' "${summary[@]}" | tee "$OUT/summary_$(IFS=_; echo "${parts[*]}").txt"
 [[ -f results/paper/numerics/kernels.csv ]] && grep -c ',False,' results/paper/numerics/kernels.csv \
     | sed 's/^/verify rows out of tolerance: /'

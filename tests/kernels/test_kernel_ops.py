@@ -76,3 +76,25 @@ def test_decode_attention_op_compiles(interpreted):
 
 def test_fused_gdn_decode_op_compiles(interpreted):
     interpreted(check_gdn_op)
+
+
+def check_dsa_op() -> None:
+    """Worker side: opcheck, then the compiled no-grad call equals the eager one (o and lse)."""
+    from lt2.kernels.dsa.parallel import parallel_sparse_attention, sparse_attention_op
+
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 3, 4, 16, generator=gen)
+    k, v = torch.randn(2, 2, 10, 2, 16, generator=gen)
+    indices = torch.randint(0, 10, (2, 3, 5), generator=gen, dtype=torch.int32)
+    indices[:, :, -1] = -1  # an unused slot
+    torch.library.opcheck(sparse_attention_op, (q, k, v, indices, 0.25))
+    with torch.no_grad():
+        eager = parallel_sparse_attention(q, k, v, indices, return_lse=True)
+        fn = torch.compile(lambda *a: parallel_sparse_attention(*a, return_lse=True), fullgraph=True, dynamic=False)
+        compiled = fn(q, k, v, indices)
+    for name, a, e in zip(("o", "lse"), compiled, eager, strict=True):
+        assert_close(name, a, e, rtol=1e-6)
+
+
+def test_dsa_sparse_attention_op_compiles(interpreted):
+    interpreted(check_dsa_op)

@@ -51,6 +51,10 @@ _KERNELS = {
 def _run_fla(chunked: bool, q, k, v, beta, g, scale, initial_state, output_final_state, use_qk_l2norm, cu_seqlens):
     check_inputs(q, k, v, beta, g, initial_state, cu_seqlens)
     _check_fla(q, g, chunked)
+    return _launch_fla(chunked, q, k, v, beta, g, scale, initial_state, output_final_state, use_qk_l2norm, cu_seqlens)
+
+
+def _launch_fla(chunked: bool, q, k, v, beta, g, scale, initial_state, output_final_state, use_qk_l2norm, cu_seqlens):
     form = "none" if g is None else "head" if g.ndim == 3 else "key"
     module, name = _KERNELS[form, chunked]
     kernel = getattr(importlib.import_module(module), name)
@@ -113,4 +117,36 @@ def fla_fused_recurrent_delta_rule(
     >>> o, S = fla_fused_recurrent_delta_rule(q, k, v, beta, g, initial_state=S,  # doctest: +SKIP
     ...                                       output_final_state=True)
     """
+    if cu_seqlens is None and output_final_state and not _needs_grad(q, k, v, beta, g, initial_state):
+        check_inputs(q, k, v, beta, g, initial_state, cu_seqlens)
+        _check_fla(q, g, False)
+        return fla_recurrent_delta_rule_op(q, k, v, beta, g, scale, initial_state, use_qk_l2norm)
     return _run_fla(False, q, k, v, beta, g, scale, initial_state, output_final_state, use_qk_l2norm, cu_seqlens)
+
+
+def _needs_grad(*tensors: torch.Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+# The decode step as an opaque op for torch.compile: traced, fla's autotuned launch code breaks the graph
+# (one compiled graph per mixer call instead of one per step). Outputs: o in q's dtype, the state in fp32.
+@torch.library.custom_op("lt2::fla_recurrent_delta_rule", mutates_args=())
+def fla_recurrent_delta_rule_op(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    beta: torch.Tensor,
+    g: torch.Tensor | None,
+    scale: float | None,
+    initial_state: torch.Tensor | None,
+    use_qk_l2norm: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One fla fused_recurrent launch (arguments checked): o [B, T, H, V], final state [B, H, K, V] fp32."""
+    o, state = _launch_fla(False, q, k, v, beta, g, scale, initial_state, True, use_qk_l2norm, None)
+    return o.to(q.dtype), state.float()
+
+
+@fla_recurrent_delta_rule_op.register_fake
+def _fla_recurrent_delta_rule_fake(q, k, v, beta, g, scale, initial_state, use_qk_l2norm):
+    B, _, H, V = v.shape
+    return v.new_empty(v.shape, dtype=q.dtype), v.new_empty(B, H, q.shape[-1], V, dtype=torch.float32)

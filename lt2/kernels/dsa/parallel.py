@@ -48,6 +48,7 @@ def sparse_attn_fwd_kernel(
     BS: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
+    scale = tl.cast(scale, tl.float32)  # a caller may pass a Python float as fp64 (Inductor does)
     i_t, i_bh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     i_b, i_h = i_bh // H, i_bh % H
     bos_q = i_b * Tq + i_t  # this query's row in the flattened [B * Tq] token axis
@@ -119,6 +120,7 @@ def sparse_attn_bwd_kernel(
     BS: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
+    scale = tl.cast(scale, tl.float32)  # a caller may pass a Python float as fp64 (Inductor does)
     i_t, i_bh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     i_b, i_h = i_bh // H, i_bh % H
     bos_q = i_b * Tq + i_t
@@ -180,6 +182,7 @@ def selected_probs_kernel(
     BS: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
+    scale = tl.cast(scale, tl.float32)  # a caller may pass a Python float as fp64 (Inductor does)
     # p[b, t, s] = mean over all HQ heads of exp(score - lse): one program per (query, block of BS slots)
     i_t, i_sb, i_b = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
     bos_q = i_b * Tq + i_t
@@ -362,8 +365,24 @@ def parallel_sparse_attention(
     _check(q, k, v, indices)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     q, k, v = q.contiguous(), _inner_contiguous(k), _inner_contiguous(v)
-    o, lse = SparseAttentionFunction.apply(q, k, v, indices.contiguous(), scale)
+    if torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v)):
+        o, lse = SparseAttentionFunction.apply(q, k, v, indices.contiguous(), scale)
+    else:  # decode and evaluation: one opaque op, so torch.compile does not trace the launch code
+        o, lse = sparse_attention_op(q, k, v, indices.contiguous(), scale)
     return (o, lse) if return_lse else o
+
+
+@torch.library.custom_op("lt2::dsa_sparse_attention", mutates_args=())
+def sparse_attention_op(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, indices: torch.Tensor, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """sparse_attention_fwd as a registered op (no backward): o [B, Tq, HQ, D] like q, lse [B, Tq, HQ] fp32."""
+    return sparse_attention_fwd(q, k, v, indices, scale)
+
+
+@sparse_attention_op.register_fake
+def _sparse_attention_fake(q, k, v, indices, scale):
+    return torch.empty_like(q), q.new_empty(q.shape[:3], dtype=torch.float32)
 
 
 def parallel_selected_probs(

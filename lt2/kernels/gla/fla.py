@@ -61,6 +61,17 @@ def fla_chunk_gla(
     """
     check_inputs(q, k, v, g, initial_state, cu_seqlens)
     _check_cuda(q)
+    if cu_seqlens is None and output_final_state and not _needs_grad(q, k, v, g, initial_state):
+        return fla_recurrent_gla_op(q, k, v, g, scale, initial_state)
+    return _launch_recurrent(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens)
+
+
+def _needs_grad(*tensors: torch.Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _launch_recurrent(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens):
+    """The fla kernel that `g`'s shape picks (see the module docstring), arguments already checked."""
     common = dict(
         scale=scale, initial_state=initial_state, output_final_state=output_final_state, cu_seqlens=cu_seqlens
     )
@@ -98,6 +109,17 @@ def fla_fused_recurrent_gla(
     """
     check_inputs(q, k, v, g, initial_state, cu_seqlens)
     _check_cuda(q)
+    if cu_seqlens is None and output_final_state and not _needs_grad(q, k, v, g, initial_state):
+        return fla_recurrent_gla_op(q, k, v, g, scale, initial_state)
+    return _launch_recurrent(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens)
+
+
+def _needs_grad(*tensors: torch.Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _launch_recurrent(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens):
+    """The fla kernel that `g`'s shape picks (see the module docstring), arguments already checked."""
     common = dict(
         scale=scale, initial_state=initial_state, output_final_state=output_final_state, cu_seqlens=cu_seqlens
     )
@@ -110,3 +132,25 @@ def fla_fused_recurrent_gla(
     if g.ndim == 1:
         return fused_recurrent_simple_gla(q=q, k=k, v=v, g_gamma=g.float(), **common)
     return fused_recurrent_simple_gla(q=q, k=k, v=v, g=g, **common)
+
+
+# The decode step as an opaque op for torch.compile: traced, fla's autotuned launch code breaks the graph
+# (one compiled graph per mixer call instead of one per step). Outputs: o in q's dtype, the state in fp32.
+@torch.library.custom_op("lt2::fla_recurrent_gla", mutates_args=())
+def fla_recurrent_gla_op(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    scale: float | None,
+    initial_state: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One fla fused_recurrent launch (arguments checked): o [B, T, H, V], final state [B, H, K, V] fp32."""
+    o, state = _launch_recurrent(q, k, v, g, scale, initial_state, True, None)
+    return o.to(q.dtype), state.float()
+
+
+@fla_recurrent_gla_op.register_fake
+def _fla_recurrent_gla_fake(q, k, v, g, scale, initial_state):
+    B, _, H, V = v.shape
+    return v.new_empty(v.shape, dtype=q.dtype), v.new_empty(B, H, q.shape[-1], V, dtype=torch.float32)
