@@ -86,8 +86,9 @@ class Check:
     rel_rms: float  # the fast path vs ref64
     floor: float  # ref16 vs ref64, same tensor: the bf16 noise floor
     max_abs: float
-    worst: str = ""  # the parameter a backward row reports, or why a check could not run
+    worst: str = ""  # the parameter a backward row reports
     seconds: float = 0.0
+    problem: str = ""  # why the check fails whatever its error (it could not run, or recompiled)
 
     @property
     def tolerance(self) -> float:
@@ -95,11 +96,11 @@ class Check:
 
     @property
     def ok(self) -> bool:
-        return math.isfinite(self.rel_rms) and self.rel_rms <= self.tolerance
+        return not self.problem and math.isfinite(self.rel_rms) and self.rel_rms <= self.tolerance
 
     @classmethod
     def failed(cls, pattern: str, check: str, why: str, seconds: float = 0.0) -> Check:
-        return cls(pattern, check, math.inf, math.nan, math.inf, why[:300], seconds)
+        return cls(pattern, check, math.inf, math.nan, math.inf, seconds=seconds, problem=why[:300])
 
 
 def compare(pattern: str, check: str, fast: torch.Tensor, ref16: torch.Tensor, ref64: torch.Tensor) -> Check:
@@ -163,8 +164,9 @@ def models(args: ModelArgs, device: torch.device) -> tuple[LoopedLM, LoopedLM, L
     return fast, ref16, ref64
 
 
-def _decode(model: LoopedLM, tokens: torch.Tensor, prompt: int, steps: int, options: dict) -> tuple[torch.Tensor, int]:
-    """Logits [B, 1 + steps, V] of the last prompt token and each step; the number of compiled graphs."""
+def _decode(model: LoopedLM, tokens: torch.Tensor, prompt: int, steps: int, options: dict) -> tuple[torch.Tensor, str]:
+    """Logits [B, 1 + steps, V] of the last prompt token and each step, and what went wrong compiling them:
+    "" for exactly one compiled graph (or none, uncompiled), else the count and dynamo's reasons."""
     from torch._dynamo.utils import counters
 
     torch._dynamo.reset()
@@ -176,8 +178,12 @@ def _decode(model: LoopedLM, tokens: torch.Tensor, prompt: int, steps: int, opti
         step_logits, _ = decoder.step(tokens[:, t])
         logits.append(step_logits.float()[:, None].clone())
     graphs = int(counters["stats"]["unique_graphs"])
+    problem = ""
+    if options.get("compile") and graphs != 1:  # graph breaks or recompilations: not the engine we ship
+        breaks = "; ".join(f"{n}x {reason}" for reason, n in counters["graph_break"].items())
+        problem = f"{graphs} compiled graphs over {steps} steps (want exactly 1); breaks: {breaks or 'none'}"
     torch._dynamo.reset()
-    return torch.cat(logits, 1), graphs
+    return torch.cat(logits, 1), problem
 
 
 def verify_case(
@@ -215,14 +221,14 @@ def verify_case(
         for engine, options in ENGINES.items():
             start = time.perf_counter()
             try:
-                decoded, graphs = _decode(fast, tokens, prompt, steps, options)
+                decoded, problem = _decode(fast, tokens, prompt, steps, options)
             except Exception as err:  # an engine that fails is a result; the others are still checked
                 out.append(Check.failed(pattern, engine, f"{type(err).__name__}: {err}", time.perf_counter() - start))
                 continue
             row = compare(pattern, engine, decoded, floor_16, exact)
-            row.seconds = time.perf_counter() - start
-            if engine == "compile" and graphs != 1:
-                row.rel_rms, row.worst = math.inf, f"{graphs} compiled graphs over {steps} steps (want exactly 1)"
+            row.seconds, row.problem = time.perf_counter() - start, problem[:300]
+            if problem:
+                print(f"{pattern} {engine}: {problem}", flush=True)  # in full: the row keeps 300 characters
             out.append(row)
     return out
 
@@ -253,19 +259,29 @@ def run_verify(
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     if jobs == 1:
-        results = (_verify_one(p, recipes_dir, batch, seq_len) for p in patterns)
-        return [_printed(c) for case in results for c in case]
+        return [c for p in patterns for c in _verify_star((p, recipes_dir, batch, seq_len))]
     import multiprocessing
 
     args = [(p, recipes_dir, batch, seq_len) for p in patterns]
     with multiprocessing.get_context("spawn").Pool(min(jobs, len(patterns)), maxtasksperchild=1) as pool:
-        done = [[_printed(c) for c in case] for case in pool.imap_unordered(_verify_star, args)]  # as they finish
+        done = list(pool.imap_unordered(_verify_star, args))  # printed as they finish
+    # a case that ran out of GPU memory beside the others runs again alone (a fresh worker, nothing beside it)
+    retry = [case[0].pattern for case in done if _out_of_memory(case)]
+    if retry:
+        print(f"again, one at a time (out of memory beside other cases): {', '.join(retry)}", flush=True)
+        done = [case for case in done if case[0].pattern not in retry]
+        with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
+            done += pool.map(_verify_star, [(p, recipes_dir, batch, seq_len) for p in retry])
     order = {p: i for i, p in enumerate(patterns)}
     return [c for case in sorted(done, key=lambda case: order[case[0].pattern]) for c in case]
 
 
+def _out_of_memory(case: list[Check]) -> bool:
+    return any("out of memory" in c.problem for c in case)
+
+
 def _verify_star(args: tuple) -> list[Check]:
-    return _verify_one(*args)
+    return [_printed(c) for c in _verify_one(*args)]
 
 
 def _printed(check: Check) -> Check:
@@ -282,7 +298,7 @@ def check_cases(patterns: list[str]) -> None:
 def format_check(c: Check) -> str:
     flag = "ok  " if c.ok else "FAIL"
     errors = f"rel_rms {c.rel_rms:9.2e} floor {c.floor:9.2e} tol {c.tolerance:9.2e} max_abs {c.max_abs:9.2e}"
-    return f"{flag} {c.pattern:>24} {c.check:<9} {errors} {c.seconds:6.1f}s {c.worst}"
+    return f"{flag} {c.pattern:>24} {c.check:<9} {errors} {c.seconds:6.1f}s {c.worst} {c.problem}".rstrip()
 
 
 def rows(checks: list[Check]) -> list[dict]:

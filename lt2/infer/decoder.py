@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from lt2.infer.sampling import SamplingArgs, sample
+from lt2.kernels import backend
 from lt2.model import LoopedLM
 
 
@@ -47,6 +48,8 @@ class Decoder:
             raise ValueError("cuda_graph=True needs the model on a CUDA device")
         self.warmup = warmup
         # dynamic=False: every step has the same shapes; a dynamic graph would only add guards.
+        if compile and device.type == "cuda":
+            backend.load_fast_paths()  # lazy look-ups resolved here, not inside the traced step
         self._decode_step = torch.compile(model.decode_step, dynamic=False) if compile else model.decode_step
         self.generator = torch.Generator(device=device).manual_seed(self.sampling.seed)
         self._token = torch.zeros(batch, dtype=torch.long, device=device)  # static graph input

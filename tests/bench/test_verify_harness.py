@@ -30,7 +30,7 @@ def test_cpu_case_reports_every_check():
         assert checks[name].ok and 0 < checks[name].rel_rms <= checks[name].tolerance, checks[name]
     assert checks["backward"].worst
     assert not checks["graph"].ok and math.isinf(checks["graph"].rel_rms)
-    assert "cuda_graph=True needs the model on a CUDA device" in checks["graph"].worst
+    assert "cuda_graph=True needs the model on a CUDA device" in checks["graph"].problem
     table = rows(list(checks.values()))
     assert {"rel_rms", "floor", "tolerance", "factor", "ok"} <= set(table[0])
 
@@ -42,6 +42,7 @@ def test_tolerance_is_a_factor_of_the_floor_never_below_bf16_storage():
     assert not Check("p", "forward", 2.1e-2, 1e-2, 0.1).ok
     assert not Check("p", "forward", math.nan, 1e-2, 0.1).ok
     assert not Check.failed("p", "graph", "no GPU").ok
+    assert not Check("p", "compile", 1e-2, 1e-2, 0.1, problem="3 compiled graphs").ok  # numbers kept, row fails
 
 
 def test_backward_row_is_the_parameter_with_the_worst_ratio():

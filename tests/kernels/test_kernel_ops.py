@@ -98,3 +98,56 @@ def check_dsa_op() -> None:
 
 def test_dsa_sparse_attention_op_compiles(interpreted):
     interpreted(check_dsa_op)
+
+
+def test_fast_path_lookups_trace_without_a_graph_break():
+    """After load_fast_paths the library checks and the lazy kernel names are plain look-ups: a compiled
+    function that makes them traces as one graph (fullgraph=True raises on a break)."""
+    from lt2.kernels import backend, decode_attention, dsa, gdn_decode
+
+    backend.load_fast_paths()
+    for package in (decode_attention, dsa, gdn_decode):
+        assert set(package._TRITON) <= set(vars(package)), package.__name__
+
+    def step(x):
+        fn = decode_attention.decode_attention
+        return x + 1 if backend._has("fla") or backend._has("triton") or fn is None else x - 1
+
+    torch._dynamo.reset()
+    assert torch.equal(torch.compile(step, fullgraph=True)(torch.zeros(2)), step(torch.zeros(2)))
+
+
+def check_compiled_decode_on_triton_path(pattern: str) -> tuple[int, float]:
+    """Worker side: the model's decode step through our Triton kernels (interpreted), torch.compile'd as the
+    CUDA engine compiles it, vs the same steps eager. Returns (compiled graphs, rel-RMS difference)."""
+    from torch._dynamo.utils import counters
+
+    from lt2.infer.decoder import Decoder
+    from lt2.kernels import backend
+    from lt2.testing import error_stats, tiny_model
+
+    original = backend.use_fast
+    backend.use_fast = lambda x, needs="torch": needs == "triton" and not backend._force_reference
+    try:
+        backend.load_fast_paths()  # what Decoder(compile=True) does on CUDA
+        torch.manual_seed(0)
+        model = tiny_model(pattern, 2, n_layers=1, window=8).float().eval()
+        tokens = torch.randint(0, 97, (2, 22))
+        logits = {}
+        for name, compile in (("eager", False), ("compile", True)):
+            torch._dynamo.reset()
+            counters.clear()
+            decoder = Decoder(model, 2, 24, compile=compile)
+            decoder.prefill(tokens[:, :10])
+            logits[name] = torch.stack([decoder.step(tokens[:, t])[0].clone() for t in range(10, 22)], 1)
+        graphs = int(counters["stats"]["unique_graphs"])
+    finally:
+        backend.use_fast = original
+    return graphs, error_stats(logits["compile"], logits["eager"])["rel_rms"]
+
+
+def test_compiled_decode_step_through_the_triton_kernels_is_one_graph(interpreted):
+    """Full attention and the window ring through the split-KV kernel (its bool key mask included), past the
+    window so ring entries are overwritten: one graph over 12 steps, equal to eager in fp32."""
+    graphs, err = interpreted(check_compiled_decode_on_triton_path, "interleave:1:1:full:window")
+    assert graphs == 1 and err < 1e-5, (graphs, err)

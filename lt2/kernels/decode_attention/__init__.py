@@ -18,7 +18,9 @@ _TRITON = ("decode_attention", "default_num_splits")
 
 def __getattr__(name: str):
     if name in _TRITON:
-        return getattr(importlib.import_module("lt2.kernels.decode_attention.split_kv"), name)
+        # kept in the namespace: later look-ups are plain attributes, which torch.compile traces without a break
+        value = globals()[name] = getattr(importlib.import_module("lt2.kernels.decode_attention.split_kv"), name)
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

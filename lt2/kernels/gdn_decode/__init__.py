@@ -20,7 +20,9 @@ _TRITON = ("fused_gdn_decode_step",)
 
 def __getattr__(name: str):
     if name in _TRITON:
-        return getattr(importlib.import_module("lt2.kernels.gdn_decode.fused"), name)
+        # kept in the namespace: later look-ups are plain attributes, which torch.compile traces without a break
+        value = globals()[name] = getattr(importlib.import_module("lt2.kernels.gdn_decode.fused"), name)
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
