@@ -73,6 +73,6 @@ def test_multi_gpu_training_launches_one_rank_per_gpu(workflow):
     target = "results/paper/train/1B/looped_pure_full/model.safetensors"
     slurm = snakemake(workflow, "-n", "-p", target, "--profile", "profiles/slurm", "--configfile", "config/paper.yaml",
                       overlay=False).stdout  # fmt: skip
-    assert "lt2 record --input config/recipes/1B/looped_pure_full" in slurm and "--nproc-per-node 8" in slurm
+    assert "lt2 train config/recipes/1B/looped_pure_full.yaml" in slurm and "--nproc-per-node 8" in slurm
     local = snakemake(workflow, "-n", "-p", target, "--configfile", "config/paper.yaml", overlay=False).stdout
-    assert "lt2 record --input config/recipes/1B/looped_pure_full" in local and "--nproc-per-node 1" in local
+    assert "lt2 train config/recipes/1B/looped_pure_full.yaml" in local and "--nproc-per-node 1" in local
