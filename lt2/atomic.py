@@ -11,12 +11,15 @@ stale temporary file left by a SIGKILL is simply overwritten by the next attempt
     ...     f.write(b'{"text": "hello"}\\n')
     >>> with atomic_path("out/figure.png") as tmp:  # for writers that want a path (savefig, safetensors)
     ...     fig.savefig(tmp, format="png")
+    >>> with atomic_dir("out/model") as tmp:  # a folder appears complete, replacing the old one
+    ...     model.save_pretrained(tmp)
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -59,6 +62,27 @@ def atomic_open(path: PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
     with atomic_path(path) as tmp, open(tmp, mode) as f:
         yield f
         f.flush()
+
+
+@contextlib.contextmanager
+def atomic_dir(path: PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder beside `path`; when the block succeeds it replaces `path` (renames
+    only: readers see the old folder or the complete new one). On an exception the temporary folder goes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    if path.exists():
+        os.rename(path, old)
+    os.rename(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:

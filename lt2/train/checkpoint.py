@@ -44,6 +44,7 @@ import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
+from lt2.atomic import atomic_dir
 from lt2.train.distributed import DistInfo, barrier
 
 logger = logging.getLogger(__name__)
@@ -286,15 +287,6 @@ class Checkpointer:
 
 
 # ------------------------------------------------------------------------------------ export
-def replace_dir(tmp: Path, out: Path) -> None:
-    """Move a finished folder `tmp` to `out`, replacing what was there (renames only; `tmp` beside `out`)."""
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    if out.exists():
-        os.rename(out, old)
-    os.rename(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def export_checkpoint(src: str | Path, out_dir: str | Path, extra_files: dict[str, Path] | None = None) -> Path:
     """`lt2 export`: checkpoint -> out_dir/{model.safetensors, config.json} (LoopedLM.from_pretrained reads it).
 
@@ -318,12 +310,8 @@ def export_checkpoint(src: str | Path, out_dir: str | Path, extra_files: dict[st
     with warnings.catch_warnings():  # DCP warns that it loads in a single process: that is the intent here
         warnings.filterwarnings("ignore", message=".*single process.*")
         dcp.load({"model": state}, checkpoint_id=path, no_dist=True)
-    out = Path(out_dir)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    for name, source in (extra_files or {}).items():
-        shutil.copyfile(source, tmp / name)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    replace_dir(tmp, out)
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        for name, source in (extra_files or {}).items():
+            shutil.copyfile(source, tmp / name)
     return path
