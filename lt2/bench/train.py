@@ -178,7 +178,7 @@ def format_table(b: TrainBench) -> str:
 
 def write_record(b: TrainBench, out: str | Path) -> None:
     """The JSON record (atomically); its provenance sidecar comes from the record `run_bench_train` opened."""
-    from lt2.atomic import atomic_write_text
+    from lt2.files import atomic_write_text
 
     atomic_write_text(out, json.dumps(asdict(b), indent=2, sort_keys=True) + "\n")
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lt2.atomic import atomic_path, atomic_write_text
 from lt2.config import ModelArgs, resolve, to_dict
+from lt2.files import atomic_path, atomic_write_text
 from lt2.mixers.base import SeqInfo, cu_seqlens_from_doc_starts
 from lt2.model.block import Block
 from lt2.model.cache import DecodeState

@@ -16,7 +16,7 @@ matplotlib.use("Agg")  # jobs run headless (SLURM nodes, CI)
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from lt2.atomic import atomic_path
+from lt2.files import atomic_path
 from lt2.report.registry import Entry, bench_throughput_records, recipe_id
 
 
@@ -112,7 +112,7 @@ def build_figure(name: str, inputs: list[str | Path]) -> Figure:
 
 
 def save_figure(fig: Figure, *paths: str | Path) -> None:
-    """Save to every path (format from its suffix), each atomically (lt2.atomic)."""
+    """Save to every path (format from its suffix), each atomically (lt2.files)."""
     for path in map(Path, paths):
         # pdf/png embed a creation date by default; leave it out so a re-run gives the same bytes
         metadata = {"CreationDate": None} if path.suffix == ".pdf" else {"Software": None}

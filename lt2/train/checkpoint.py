@@ -26,7 +26,6 @@ file system, as DCP's file writer does.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -44,7 +43,7 @@ import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-from lt2.atomic import atomic_dir
+from lt2.files import atomic_dir, atomic_write_text, fsync_path, sha256_file
 from lt2.train.distributed import DistInfo, barrier
 
 logger = logging.getLogger(__name__)
@@ -55,29 +54,6 @@ MANIFEST, TRAIN_STATE, RECIPE = "manifest.json", "train_state.json", "recipe.yam
 
 
 # ------------------------------------------------------------------------------------- files
-def _fsync_write(path: Path, text: str) -> None:
-    with open(path, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 24):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _files(directory: Path) -> list[str]:
     """Every file under `directory` (relative, sorted), the manifest excluded."""
     return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST)
@@ -222,15 +198,15 @@ class Checkpointer:
         dcp.save({"model": model_sd, "optim": optim_sd, "rng": {self._rng_key(): rng_state()}}, checkpoint_id=tmp)
         if self.info.is_main:
             meta = {"schema": SCHEMA_VERSION, "step": step, "world_size": self.info.world_size}
-            _fsync_write(tmp / TRAIN_STATE, json.dumps({**meta, **train_state}, indent=1, sort_keys=True))
-            _fsync_write(tmp / RECIPE, recipe_yaml)
+            atomic_write_text(tmp / TRAIN_STATE, json.dumps({**meta, **train_state}, indent=1, sort_keys=True))
+            atomic_write_text(tmp / RECIPE, recipe_yaml)
         barrier(self.info)
         files = self._hash(tmp, self._broadcast(_files(tmp) if self.info.is_main else None))
         if self.info.is_main:
             manifest = {"schema": SCHEMA_VERSION, "step": step, "world_size": self.info.world_size, "files": files}
-            _fsync_write(tmp / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+            atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
             os.rename(tmp, final)
-            _fsync_dir(self.root)
+            fsync_path(self.root)
             self._prune()
             logger.info("checkpoint %s written (%d files)", final, len(files) + 1)
         barrier(self.info)

@@ -26,8 +26,8 @@ from typing import Any
 
 import torch
 
-from lt2.atomic import atomic_write_text
 from lt2.config import ModelArgs
+from lt2.files import atomic_write_text
 
 logger = logging.getLogger("lt2.train")
 

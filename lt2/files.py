@@ -1,6 +1,7 @@
-"""Atomic writes: a reader (or a job killed half-way) sees a file's old version or its complete new one.
+"""Files: atomic writes and content hashes, one copy of each for the whole package.
 
-Every writer of the package goes through here: the data stages' JSON-lines files, model and checkpoint
+Atomic writes: a reader (or a job killed half-way) sees a file's old version or its complete new one. Every
+writer of the package goes through here: the data stages' JSON-lines files, model and checkpoint
 exports, metrics, tables, figures and provenance records. A file is written under a hidden temporary name in
 the same folder (`.{name}.tmp`, so the final rename stays on one file system), flushed to disk, then renamed
 over its final name; when the block fails the temporary file is removed and the exception propagates. A
@@ -18,6 +19,7 @@ stale temporary file left by a SIGKILL is simply overwritten by the next attempt
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -33,7 +35,8 @@ def tmp_path(path: PathLike) -> Path:
     return path.with_name(f".{path.name}.tmp")
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: PathLike) -> None:
+    """Flush a file, or a folder's entries (after a rename into it), to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -49,7 +52,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     tmp = tmp_path(path)
     try:
         yield tmp
-        _fsync(tmp)  # the data must be on disk before the rename makes it visible
+        fsync_path(tmp)  # the data must be on disk before the rename makes it visible
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -94,3 +97,12 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
 def atomic_write_text(path: PathLike, text: str) -> None:
     """Write `text` (UTF-8) to `path` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def sha256_file(path: PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
