@@ -13,7 +13,7 @@ rule model_info:
     params:
         overrides=recipe_overrides,
     message:
-        "model costs of {wildcards.scale}/{wildcards.recipe}"
+        "model costs of {wildcards.scale}/{wildcards.recipe} ({input})"
     shell:
         "lt2 model-info {input.recipe} {params.overrides} --json --out {output} > {log} 2>&1"
 

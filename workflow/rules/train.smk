@@ -24,7 +24,7 @@ rule train:
         overrides=train_overrides,
         nproc=train_nproc,
     message:
-        "train {wildcards.scale}/{wildcards.recipe}"
+        "train {wildcards.scale}/{wildcards.recipe} (recipe files: {input.bases} {input.recipe})"
     shell:
         "lt2 train {input.recipe} {params.overrides} --dump-dir {params.dump} --out {params.out}"
         " --nproc-per-node {params.nproc} > {log} 2>&1"
