@@ -210,9 +210,12 @@ def _add_eval(sub) -> None:
 
 # ------------------------------------------------------------------ export
 def cmd_export(a: argparse.Namespace) -> int:
-    from lt2.train.checkpoint import export_checkpoint
+    from lt2.report import provenance
+    from lt2.train.checkpoint import export_checkpoint, resolve_checkpoint
 
-    used = export_checkpoint(a.checkpoint, a.out_dir)
+    checkpoint = resolve_checkpoint(a.checkpoint)
+    with provenance.record([a.out_dir], inputs=[checkpoint], config={"checkpoint": checkpoint.name}):
+        used = export_checkpoint(checkpoint, a.out_dir)
     print(f"exported {used} -> {a.out_dir}")
     return 0
 
