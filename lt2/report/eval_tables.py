@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from lt2.eval.tasks import PAPER_TASKS
 from lt2.report.registry import recipe_id
 
 ZEROSHOT, PPL = "eval/zeroshot/{scale}/{recipe}.json", "eval/ppl/{scale}/{recipe}.json"
@@ -92,7 +93,8 @@ def eval_row(records: dict[str, dict]) -> dict:
     if zs is not None:
         row["train tokens"] = zs.get("train_tokens")
         row["docs/task"] = min(t["documents"] for t in zs["tasks"].values())
-        accs = {task: 100 * task_accuracy(m) for task, m in zs["tasks"].items()}
+        order = sorted(zs["tasks"], key=lambda t: (PAPER_TASKS.index(t) if t in PAPER_TASKS else len(PAPER_TASKS), t))
+        accs = {task: 100 * task_accuracy(zs["tasks"][task]) for task in order}  # the paper's column order
         row.update(accs)
         row["avg acc"] = sum(accs.values()) / len(accs)
     if ppl is not None:
