@@ -99,6 +99,7 @@ def eval_row(records: dict[str, dict]) -> dict:
         row["avg acc"] = sum(accs.values()) / len(accs)
     if ppl is not None:
         row["val ppl"] = ppl["ppl"]
+        row["val bits/byte"] = ppl.get("bits_per_byte")
         row["val data"] = Path(ppl["data"]).name
     return row
 
