@@ -167,6 +167,8 @@ def build_tasks(tasks: list[str], data: str = "local", limit: int | None = None)
         except ValueError:
             raise
         except Exception as err:  # the Hub, a cache miss, a broken download: say which task and what to do
-            raise ValueError(f"task {task!r}: its data could not be loaded ({err}); {INSTALL_HINT}") from err
+            hint = (f"it reads {stock_config(task).get('dataset_path')!r} from the Hugging Face Hub: connect, fill "
+                    "the datasets cache, or use data=local" if data == "hub" else INSTALL_HINT)  # fmt: skip
+            raise ValueError(f"task {task!r}: its data could not be loaded ({err}); {hint}") from err
         built.extend(loaded["tasks"].values())
     return built
