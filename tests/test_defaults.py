@@ -24,6 +24,8 @@ FLAGS = {
     "eval.ppl.batch_size": ("eval ppl m --data d --tokenizer t --out o", "batch_size"),
     "eval.ppl.seq_len": ("eval ppl m --data d --tokenizer t --out o", "seq_len"),
     "eval.ppl.stride": ("eval ppl m --data d --tokenizer t --out o", "stride"),
+    "eval.zeroshot.batch_size": ("eval zeroshot m --out o", "batch_size"),
+    "eval.zeroshot.data": ("eval zeroshot m --out o", "data"),
     "bench.throughput.batch": ("bench throughput r.yaml --out o.csv", "batch"),
     "bench.throughput.ctx": ("bench throughput r.yaml --out o.csv", "ctx"),
     "bench.throughput.decode_steps": ("bench throughput r.yaml --out o.csv", "decode_steps"),

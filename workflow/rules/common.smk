@@ -238,3 +238,10 @@ def ppl_args(wildcards):
     flags = {"--seq-len": ppl["seq_len"], "--stride": ppl["stride"], "--batch-size": ppl["batch_size"],
              "--max-tokens": ppl["max_tokens"]}  # fmt: skip
     return " ".join(f"{flag} {value}" for flag, value in flags.items() if value is not None)
+
+
+def zeroshot_args(wildcards):
+    """`lt2 eval zeroshot` options from config `eval.zeroshot`."""
+    zs = config["eval"]["zeroshot"]
+    args = f"--tasks {','.join(zs['tasks'])} --data {zs['data']} --batch-size {zs['batch_size']}"
+    return args + (f" --limit {zs['limit']}" if zs["limit"] is not None else "")

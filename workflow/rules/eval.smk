@@ -1,5 +1,5 @@
 # Per-recipe evaluation records that the report tables read: analytic model costs (no training needed)
-# and validation perplexity of the trained model on its corpus's held-out file.
+# validation perplexity of the trained model on its corpus's held-out file, and lm-eval zero-shot accuracy.
 
 
 rule model_info:
@@ -36,3 +36,21 @@ rule eval_ppl:
     shell:
         "lt2 eval ppl {params.model_dir} --data {input.val} --tokenizer {input.tokenizer} --out {output}"
         " {params.args} > {log} 2>&1"
+
+
+rule eval_zeroshot:
+    input:
+        model=rules.train.output.model,
+        config=rules.train.output.config,
+        tokenizer=TOKENIZER_DIR,
+    output:
+        result_path("eval/zeroshot/{scale}/{recipe}.json"),
+    log:
+        log_path("eval/zeroshot/{scale}/{recipe}.log"),
+    params:
+        model_dir=subpath(input.model, parent=True),
+        args=zeroshot_args,
+    message:
+        "zero-shot tasks of {wildcards.scale}/{wildcards.recipe}"
+    shell:
+        "lt2 eval zeroshot {params.model_dir} --tokenizer {input.tokenizer} --out {output} {params.args} > {log} 2>&1"
