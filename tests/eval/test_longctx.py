@@ -1,0 +1,158 @@
+"""Long-context suite: NIAH prompts (length, depth, answer, seeding), the scoring path through lm-eval with
+oracle and constant stub models, the recall suite's offline plan, and the cache-capacity refusal.
+
+pytest tests/eval/test_longctx.py
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from lm_eval.api.model import LM
+
+from lt2.eval import longctx
+from lt2.eval.longctx import LongctxArgs, cache_capacity, recall_plan, run_longctx
+from lt2.eval.niah import DEPTHS, make_sample, niah_samples, read_haystack, split_sentences
+
+
+@pytest.fixture(scope="module")
+def text_setup(tmp_path_factory):
+    """A 512-token BPE trained on Shakespeare (as the tiny scale) and a haystack of held-out passages."""
+    import os
+    from pathlib import Path
+
+    from lt2.data.tokenizer import train_bpe
+
+    root = Path(os.environ.get("LT2_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+    source = root / "tinyshakespeare" / "input.txt"
+    if not source.is_file():
+        pytest.skip(f"shared data not found: {source}")
+    docs = source.read_text().split("\n\n")
+    tmp = tmp_path_factory.mktemp("niah")
+    (tmp / "train.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs[:3000]))
+    (tmp / "val.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs[6000:6300]))
+    tok = train_bpe([tmp / "train.jsonl"], 512, tmp / "tok")
+    return tok, tmp / "tok", tmp / "val.jsonl"
+
+
+def counter(tok):
+    return lambda text: len(tok.encode(text, bos=True))
+
+
+@pytest.mark.parametrize("task", ["niah_single_1", "niah_single_2", "niah_single_3"])
+@pytest.mark.parametrize("length", [256, 700])
+def test_prompt_length_needle_depth_and_answer(text_setup, task, length):
+    tok, _, val = text_setup
+    essay = read_haystack(val)
+    for index in range(3):
+        s = make_sample(task, length, index, 7, counter(tok), essay)
+        # Fitted word by word: short by less than one word (this 512-token BPE spends up to 9 on 'VINCENTIO:').
+        assert length - 10 <= s.length <= length
+        assert s.length == len(tok.encode(s.input + " " + s.gen_prefix, bos=True))
+        value = s.outputs[0]
+        assert s.input.count(value) == 1  # the answer is recoverable by string search, once
+        # The needle sits at the requested depth, to within one sentence of the haystack.
+        context = s.input.split("\n")[1]
+        sentences = split_sentences(context)
+        at = next(i for i, sent in enumerate(sentences) if value in sent)
+        assert s.depth in DEPTHS
+        assert abs(at - round(s.depth / 100 * (len(sentences) - 1))) <= 1
+
+
+def test_prompts_are_seeded(text_setup):
+    tok, _, val = text_setup
+    essay = read_haystack(val)
+    first = niah_samples("niah_single_3", [300, 400], 3, 1, counter(tok), essay)
+    again = niah_samples("niah_single_3", [400], 3, 1, counter(tok), essay)
+    assert first[3:] == again  # same prompt whatever else was generated
+    other = niah_samples("niah_single_3", [400], 3, 2, counter(tok), essay)
+    assert [s["outputs"] for s in other] != [s["outputs"] for s in again]
+
+
+def test_too_short_a_context_is_refused(text_setup):
+    tok, _, _ = text_setup
+    with pytest.raises(ValueError, match="context length 32 is too short"):
+        make_sample("niah_single_1", 32, 0, 0, counter(tok), None)
+
+
+class StubLM(LM):
+    """An lm-eval model that answers NIAH prompts by a rule; it records the prompts it was sent."""
+
+    def __init__(self, answer):
+        super().__init__()
+        self.answer, self.prompts = answer, []
+
+    def generate_until(self, requests):
+        self.prompts += [r.args[0] for r in requests]
+        return [self.answer(r.args[0]) for r in requests]
+
+    def loglikelihood(self, requests):
+        raise NotImplementedError
+
+    def loglikelihood_rolling(self, requests):
+        raise NotImplementedError
+
+
+def copy_needle(prompt: str) -> str:
+    """The cheating model: finds the needle of the key the question asks for and copies its value."""
+    key = re.search(r"special magic \w+ for (\S+) mentioned in the provided text is$", prompt).group(1)
+    return " " + re.search(rf"for {re.escape(key)} is: (\S+)\.", prompt).group(1) + ".\n"
+
+
+@pytest.fixture
+def no_hub_cache(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    return tmp_path / "hub"
+
+
+def test_oracle_scores_100_and_a_constant_model_0(text_setup, no_hub_cache):
+    tok, tok_dir, val = text_setup
+    args = LongctxArgs(context_lengths=[256, 512], num_samples=4, hub=False, max_gen_toks=48)
+    oracle = StubLM(copy_needle)
+    record = run_longctx("stub", tok_dir, val, args, lm=oracle, seq_len=256)
+    assert record["context_lengths"] == [256, 512] and record["max_length"] == 512 + 48
+    for task in longctx.NIAH_TASKS:
+        assert {k: v["acc"] for k, v in record["niah"][task].items()} == {"256": 100.0, "512": 100.0}
+    # lm-eval sends the prompt with its answer prefix: L tokens, give or take a few.
+    lengths = sorted(len(tok.encode(p, bos=True)) for p in oracle.prompts)
+    assert len(lengths) == 3 * 2 * 4 and lengths[0] >= 250 and lengths[-1] <= 512
+    # Every recall task is listed, none silently dropped: without the Hub and a cache, each says why.
+    assert record["recall"]["swde"]["status"] == "not run: needs hazyresearch/based-swde-v2 from the Hub"
+    assert set(record["recall"]) == set(longctx.RECALL_DATASETS)
+
+    constant = run_longctx("stub", tok_dir, val, args, lm=StubLM(lambda p: " 1234567.\n"), seq_len=256)
+    for task in longctx.NIAH_TASKS:
+        assert all(v["acc"] == 0.0 for v in constant["niah"][task].values())
+
+
+def test_recall_plan_offline_runs_what_is_cached(no_hub_cache):
+    snapshot = no_hub_cache / "datasets--hazyresearch--based-fda" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    run, skipped = recall_plan(LongctxArgs(hub=False))
+    assert run == ["fda"] and set(skipped) == set(longctx.RECALL_DATASETS) - {"fda"}
+    run, skipped = recall_plan(LongctxArgs(hub=True))
+    assert run == list(longctx.RECALL_DATASETS) and not skipped
+
+
+def test_context_above_the_cache_capacity_is_refused():
+    args = LongctxArgs(context_lengths=[1024, 4096], max_gen_toks=128, max_length=4096)
+    with pytest.raises(ValueError, match=r"needs 4224 cache slots, above the cache capacity max_length=4096"):
+        cache_capacity(args, [1024, 4096])
+    assert cache_capacity(LongctxArgs(max_gen_toks=128), [4096]) == 4224
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("niah_tasks", ["niah_multikey_1"], "unknown NIAH task"),
+        ("recall_tasks", ["triviaqa"], "unknown recall task"),
+        ("context_lengths", [0], "positive token counts"),
+    ],
+)
+def test_bad_arguments_are_named(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        LongctxArgs(**{field: value}).check()
