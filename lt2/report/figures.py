@@ -1,13 +1,14 @@
 """Result figures: one function per figure draws onto a matplotlib Figure; one writer saves png + pdf.
 
-Adding a figure = one function registered in `FIGURES` + one rule in workflow/rules/report.smk.
+Adding a figure = one function plus its `Entry` in `FIGURES` (the records it reads, a one-line caption; see
+lt2.report.registry) and the caption paragraph `workflow/report/<name>.rst`. One wildcard rule in
+workflow/rules/report.smk builds every figure.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -16,7 +17,7 @@ matplotlib.use("Agg")  # jobs run headless (SLURM nodes, CI)
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from lt2.report.tables import recipe_id
+from lt2.report.registry import Entry, bench_throughput_records, recipe_id
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -70,8 +71,6 @@ def decode_throughput(inputs: list[Path]) -> Figure:
     import pandas as pd
 
     points = pd.concat([pd.read_csv(p) for p in inputs], ignore_index=True)
-    if "engine" not in points:  # recorded before engines were compared: the CUDA graph alone
-        points["engine"] = "graph"
     if points["engine"].nunique() > 1:
         points["model"] = points["model"] + " [" + points["engine"] + "]"
     batches = sorted(points["batch"].unique())
@@ -98,9 +97,9 @@ def decode_throughput(inputs: list[Path]) -> Figure:
     return fig
 
 
-FIGURES: dict[str, Callable[[list[Path]], Figure]] = {
-    "decode_throughput": decode_throughput,
-    "training_curve": training_curve,
+FIGURES: dict[str, Entry] = {
+    "decode_throughput": Entry(decode_throughput, bench_throughput_records, "Decode tokens/s against context"),
+    "training_curve": Entry(training_curve, "train/{scale}/{recipe}/metrics.jsonl", "Training and validation loss"),
 }
 
 
@@ -109,7 +108,7 @@ def build_figure(name: str, inputs: list[str | Path]) -> Figure:
         raise ValueError(f"unknown figure {name!r}; known figures: {', '.join(sorted(FIGURES))}")
     if not inputs:
         raise ValueError(f"figure {name!r} needs at least one input")
-    return FIGURES[name]([Path(p) for p in inputs])
+    return FIGURES[name].build([Path(p) for p in inputs])
 
 
 def save_figure(fig: Figure, *paths: str | Path) -> None:

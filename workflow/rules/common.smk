@@ -10,6 +10,10 @@ import yaml
 
 from snakemake.utils import min_version, validate
 
+from lt2.report.figures import FIGURES
+from lt2.report.registry import bench_throughput_records, bench_train_records
+from lt2.report.tables import TABLES
+
 min_version("9.0")
 
 # Validate before any rule is defined: a bad key or value fails here, naming itself, before any job runs.
@@ -23,6 +27,8 @@ wildcard_constraints:
     scale="|".join(SCALES),
     recipe=r"[A-Za-z0-9_.-]+",
     dataset=r"[A-Za-z0-9_.-]+",
+    table="|".join(TABLES),
+    figure="|".join(FIGURES),
 
 
 # ---------------------------------------------------------------- paths
@@ -134,15 +140,6 @@ def tokenizer_inputs(wildcards):
     return chunk_files(tok["dataset"]) if tok["kind"] == "bpe" else []
 
 
-def per_recipe(pattern):
-    """Every recipe's file of `pattern` (with {scale} and {recipe}), for the report rules."""
-    return [pattern.format(scale=rid.split("/")[0], recipe=rid.split("/")[1]) for rid in RECIPES]
-
-
-def paper_csv(table):
-    return f"{config['report']['paper']}/{table}.csv"
-
-
 def bench_recipes(wildcards):
     """The recipe files of the throughput benchmark (config bench.throughput), in the configured order."""
     bench = config["bench"]["throughput"]
@@ -154,25 +151,10 @@ def bench_args(wildcards):
     return f"--batch {bench['batch']} --ctx {bench['ctx']} --decode-steps {bench['decode_steps']}"
 
 
-def bench_csvs(wildcards):
-    """Inputs of the decode table and figure: the throughput run of the configured scale."""
-    if "throughput" not in config["bench"]:
-        raise ValueError("the decode table/figure need config bench.throughput (a GPU benchmark run)")
-    return [result_path(f"bench/{config['bench']['throughput']['scale']}/throughput.csv")]
-
-
 def bench_train_args(wildcards):
     bench = config["bench"]["train"]
     overrides = " ".join(shlex.quote(o) for o in bench["overrides"])
     return f"{overrides} --steps {bench['steps']} --warmup {bench['warmup']}"
-
-
-def bench_train_records(wildcards):
-    """Inputs of the train_throughput table: one `lt2 bench train` record per configured recipe."""
-    if "train" not in config["bench"]:
-        raise ValueError("the train_throughput table needs config bench.train (a GPU benchmark run)")
-    bench = config["bench"]["train"]
-    return [result_path(f"bench/train/{bench['scale']}/{r}.json") for r in bench["recipes"]]
 
 
 def verify_recipes(wildcards):
@@ -182,12 +164,31 @@ def verify_recipes(wildcards):
 
 def gpu_outputs(wildcards):
     """The GPU results of this configuration: kernel numerics, plus the configured benchmarks."""
-    outputs = [result_path("numerics/kernels.csv")]
+    outputs = ["numerics/kernels.csv"]
     if "throughput" in config["bench"]:
-        outputs += [result_path(f"bench/{config['bench']['throughput']['scale']}/throughput.csv")]
+        outputs += bench_throughput_records(config)
     if "train" in config["bench"]:
-        outputs += bench_train_records(wildcards)
-    return outputs
+        outputs += bench_train_records(config)
+    return [result_path(p) for p in outputs]
+
+
+# ---------------------------------------------------------------- tables and figures (lt2.report registries)
+def table_records(wildcards):
+    return [result_path(p) for p in TABLES[wildcards.table].record_paths(config, RECIPES)]
+
+
+def table_paper(wildcards):
+    return f"{config['report']['paper']}/{wildcards.table}.csv"
+
+
+def figure_records(wildcards):
+    return [result_path(p) for p in FIGURES[wildcards.figure].record_paths(config, RECIPES)]
+
+
+def report_caption(wildcards):
+    """The caption paragraph of a table or figure (workflow/report/<name>.rst) for the report's template."""
+    name = wildcards.get("table") or wildcards.get("figure")
+    return Path(workflow.basedir, "workflow", "report", f"{name}.rst").read_text()
 
 
 def final_outputs():
