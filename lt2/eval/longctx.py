@@ -1,7 +1,7 @@
 """Long-context evaluation (paper Table 5): NIAH-Single-1/2/3 per context length and the recall-intensive suite.
 
 Everything runs through lm-eval: the NIAH tasks and the Based/JRT TriviaQA/NQ/DROP tasks are project task
-YAMLs (`lt2/eval/tasks/`), SWDE, FDA and SQuAD-completion are lm-eval's stock tasks, and the model is the
+YAMLs (`lt2/eval/longctx_tasks/`), SWDE, FDA and SQuAD-completion are lm-eval's stock tasks, and the model is the
 `lt2` lm-eval model (`lt2.eval.harness`) or any `lm_eval.api.model.LM` passed in.
 
 Extrapolation: the decode caches are sized for the longest context plus the generated tokens
@@ -23,7 +23,7 @@ from typing import Any
 
 from lt2.eval.niah import KINDS
 
-TASKS_DIR = Path(__file__).parent / "tasks"
+TASKS_DIR = Path(__file__).parent / "longctx_tasks"
 NIAH_TASKS = tuple(f"lt2_{kind}" for kind in KINDS)  # lt2_niah_single_1, _2, _3
 # Recall-intensive suite: lm-eval task -> its Hugging Face dataset (all score `contains`).
 RECALL_DATASETS = {
@@ -52,7 +52,7 @@ class LongctxArgs:
     max_length: int | None = None  # decode cache capacity in tokens; None: longest context + max_gen_toks
     batch_size: int = 8
     device: str = "auto"
-    dtype: str = "fp32"
+    dtype: str = "float32"  # lt2 lm-eval model: float32 | bfloat16 | float16 | auto
 
     def check(self) -> None:
         """ValueError for anything a user can get wrong, before any data or model is touched."""
@@ -196,6 +196,8 @@ def run_longctx(
     manager = TaskManager(include_path=task_dirs(), include_defaults=False, metadata=metadata)
     tasks = [*niah_task_configs(args, lengths), *recall_run]
     if lm is None:
+        import lt2.eval.harness  # noqa: F401  (registers the `lt2` lm-eval model)
+
         model_args = {"pretrained": str(model_dir), "tokenizer": str(tokenizer_dir), "dtype": args.dtype,
                       "batch_size": args.batch_size, "device": args.device, "max_length": capacity}  # fmt: skip
         lm = lm_eval.api.registry.get_model("lt2").create_from_arg_obj(model_args)
@@ -220,3 +222,13 @@ def run_longctx(
         meta = yaml.safe_load(recipe.read_text()) or {}
         record["recipe"], record["scale"] = meta.get("name"), meta.get("scale")
     return record
+
+
+def format_record(record: dict[str, Any]) -> str:
+    """A few readable lines: NIAH accuracy per task and length, then each recall task's score or status."""
+    lines = [f"trained at {record['train_seq_len']} tokens; NIAH accuracy (%) per context length:"]
+    for task, per_length in record["niah"].items():
+        lines.append(f"  {task}: " + "  ".join(f"{n}: {v['acc']:.1f}" for n, v in per_length.items()))
+    for task, res in record["recall"].items():
+        lines.append(f"  {task}: " + (f"{res[RECALL_METRIC]:.1f}" if res["status"] == "ok" else res["status"]))
+    return "\n".join(lines)

@@ -29,6 +29,8 @@ FINAL = [
     "results/test/tables/lm.md",
     "results/test/tables/model_size.md",
     "figures/test/training_curve.png",
+    "results/test/tables/long_context.md",
+    "figures/test/niah_context.png",
 ]
 
 
@@ -55,6 +57,10 @@ def test_tiny_dag_produces_every_output(tiny_run):
         metrics = (tiny_run / f"results/test/train/tiny/{recipe}/metrics.jsonl").read_text().splitlines()
         val_loss = [json.loads(line)["val_loss"] for line in metrics if "val_loss" in line][-1]
         assert abs(res["nll"] - val_loss) < 0.1, (res["nll"], val_loss)
+    # Table 5 offline: NIAH at every configured length, every recall task listed with why it did not run.
+    longctx = (tiny_run / "results/test/tables/long_context.csv").read_text()
+    assert "looped_pure_full" in longctx and "NIAH-S3@384" in longctx
+    assert "not run: needs hazyresearch/based_nq_2048 from the Hub" in longctx
 
 
 def test_every_result_has_matching_provenance(tiny_run):
@@ -88,7 +94,7 @@ def test_html_report(tiny_run, tmp_path):
     """`snakemake --report` bundles the final tables and figure with their captions."""
     snakemake(tiny_run, "--report", str(tmp_path / "report.html"))
     html = (tmp_path / "report.html").read_text(errors="replace")
-    for name in ("lm.csv", "model_size.csv", "training_curve.png"):
+    for name in ("lm.csv", "model_size.csv", "training_curve.png", "long_context.csv", "niah_context.png"):
         assert name in html
 
 

@@ -271,3 +271,15 @@ def ppl_args(wildcards):
     flags = {"--seq-len": ppl["seq_len"], "--stride": ppl["stride"], "--batch-size": ppl["batch_size"],
              "--max-tokens": ppl["max_tokens"]}  # fmt: skip
     return " ".join(f"{flag} {value}" for flag, value in flags.items() if value is not None)
+
+
+def longctx_args(wildcards):
+    """`lt2 eval longctx` options from config `eval.longctx` (the NIAH grid, the answer budget, the Hub)."""
+    lc = config["eval"]["longctx"]
+    flags = [f"--num-samples {lc['num_samples']}", f"--max-gen-toks {lc['max_gen_toks']}",
+             f"--batch-size {lc['batch_size']}", f"--seed {lc['seed']}"]  # fmt: skip
+    if lc["context_lengths"]:
+        flags.append("--lengths " + ",".join(str(n) for n in lc["context_lengths"]))
+    if not lc["hub"]:
+        flags.append("--no-hub")
+    return " ".join(flags)
