@@ -226,7 +226,7 @@ def _add_eval_longctx(evals) -> None:
     q.add_argument("--max-length", type=int, default=None, help="decode cache capacity (default: longest + answer)")
     q.add_argument("--batch-size", type=int, default=8)
     q.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
-    q.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16 | auto")
+    q.add_argument("--dtype", default="auto", help="auto (bfloat16 on CUDA, else float32) | float32 | bfloat16")
     q.set_defaults(func=cmd_eval_longctx)
 
 

@@ -52,7 +52,7 @@ class LongctxArgs:
     max_length: int | None = None  # decode cache capacity in tokens; None: longest context + max_gen_toks
     batch_size: int = 8
     device: str = "auto"
-    dtype: str = "float32"  # lt2 lm-eval model: float32 | bfloat16 | float16 | auto
+    dtype: str = "auto"  # lt2 lm-eval model: auto (bfloat16 on CUDA, else float32) | float32 | bfloat16 | float16
 
     def check(self) -> None:
         """ValueError for anything a user can get wrong, before any data or model is touched."""
@@ -145,6 +145,11 @@ def train_seq_len(model_dir: str | Path) -> int:
     return int(seq_len)
 
 
+def _percent(value) -> float | None:
+    """A fraction as %; lm-eval writes "N/A" for a standard error it cannot compute (one sample)."""
+    return 100 * value if isinstance(value, (int, float)) else None
+
+
 def collect(results: dict, args: LongctxArgs, lengths: list[int], skipped: dict[str, str]) -> dict[str, Any]:
     """lm-eval's results -> {"niah": {task: {length: acc %}}, "recall": {task: {...}}}."""
     out: dict[str, Any] = {"niah": {}, "recall": {}}
@@ -152,7 +157,7 @@ def collect(results: dict, args: LongctxArgs, lengths: list[int], skipped: dict[
         per_length = {}
         for length in lengths:
             res = results[f"{task}@{length}"]
-            per_length[str(length)] = {"acc": 100 * res["acc,none"], "stderr": 100 * res["acc_stderr,none"]}
+            per_length[str(length)] = {"acc": 100 * res["acc,none"], "stderr": _percent(res["acc_stderr,none"])}
         out["niah"][task] = per_length
     for task in args.recall_tasks:
         if task in skipped:
@@ -163,7 +168,7 @@ def collect(results: dict, args: LongctxArgs, lengths: list[int], skipped: dict[
             "status": "ok",
             "dataset": RECALL_DATASETS[task],
             RECALL_METRIC: 100 * res[f"{RECALL_METRIC},none"],
-            "stderr": 100 * res[f"{RECALL_METRIC}_stderr,none"],
+            "stderr": _percent(res[f"{RECALL_METRIC}_stderr,none"]),
         }
     return out
 

@@ -83,6 +83,7 @@ def split_sentences(text: str) -> list[str]:
     return [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
 
 
+@cache  # every (task, length) dataset of a run reads the same file
 def read_haystack(path: str | Path, text_key: str = "text") -> list[str]:
     """Words of every document in a JSONL file, in order, whitespace-normalised (RULER's essay haystack)."""
     path = Path(path)

@@ -112,6 +112,10 @@ def niah_context(inputs: list[Path]) -> Figure:
             (line,) = ax.plot(*zip(*points), "o-", label=f"{recipe} ({scale})")
             ax.axvline(rec["train_seq_len"], linestyle=":", color=line.get_color())
         ax.set_xscale("log", base=2)
+        ticks = sorted({int(n) for _, rec in records for n in rec["niah"].get(task, {})} |
+                       {rec["train_seq_len"] for _, rec in records})  # fmt: skip
+        ax.set_xticks(ticks, [str(t) for t in ticks], minor=False)
+        ax.minorticks_off()
         ax.set_xlabel("context length (tokens)")
         ax.set_ylim(-5, 105)
         ax.set_title(task.removeprefix("lt2_").replace("niah_single_", "NIAH-Single-"))
