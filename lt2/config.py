@@ -214,6 +214,16 @@ def recipe_files(path: str | Path) -> list[Path]:
     return ([*recipe_files(path.parent / base)] if base else []) + [path]
 
 
+def recipes_with_bases(paths: list[str | Path]) -> list[Path]:
+    """Every file that the recipes at `paths` read, each once, bases before the recipes that name them."""
+    return list(dict.fromkeys(f for path in paths for f in recipe_files(path)))
+
+
+def scale_recipes(root: str | Path, scale: str) -> list[Path]:
+    """The recipes of one scale, `<root>/<scale>/*.yaml` sorted, without the shared bases (`_*.yaml`)."""
+    return [p for p in sorted(Path(root, scale).glob("*.yaml")) if not p.name.startswith("_")]
+
+
 def recipe_layers(path: str | Path) -> list[dict]:
     """The YAML layers of a recipe, base first: a file may name `base: <file>` (relative to itself), so
     that the rows of one scale share their dimensions and training settings instead of copying them."""

@@ -80,7 +80,7 @@ def training_seq_len(model_dir: Path, max_seqlen: int) -> int:
 @register_model("lt2")
 class LT2LM(TemplateLM):
     """An exported lt2 model as an lm-eval LM (model_args: pretrained, tokenizer, dtype, batch_size, device,
-    max_length, max_gen_toks, cuda_graph)."""
+    max_length, max_gen_toks, cuda_graph, progress)."""
 
     def __init__(
         self,
@@ -92,6 +92,7 @@ class LT2LM(TemplateLM):
         max_length: int | None = None,
         max_gen_toks: int = 256,
         cuda_graph: bool | None = None,
+        progress: bool = True,
         **kwargs,
     ) -> None:
         super().__init__()
@@ -101,7 +102,7 @@ class LT2LM(TemplateLM):
         kwargs.pop("max_batch_size", None)  # simple_evaluate passes it; only a fixed batch size is supported
         if kwargs:
             raise ValueError(f"unknown lt2 model_args {sorted(kwargs)}; valid: pretrained, tokenizer, dtype, "
-                             "batch_size, device, max_length, max_gen_toks, cuda_graph")  # fmt: skip
+                             "batch_size, device, max_length, max_gen_toks, cuda_graph, progress")  # fmt: skip
         if str(batch_size).startswith("auto"):
             raise ValueError(f"batch_size={batch_size!r}: lt2 needs a fixed batch size (an integer >= 1)")
         self.batch_size = int(batch_size)
@@ -122,6 +123,8 @@ class LT2LM(TemplateLM):
         if self.max_length < 2 or self.max_gen_toks < 1:
             raise ValueError(f"need max_length >= 2 and max_gen_toks >= 1, got {self.max_length}, {self.max_gen_toks}")
         self.cuda_graph = None if cuda_graph is None else str(cuda_graph).lower() in ("1", "true", "yes")
+        self.progress = str(progress).lower() not in ("0", "false", "no")
+        self.requests_done = 0  # lm-eval requests answered (scored or generated): the speed benchmark's count
 
     # ---------------------------------------------------------------- lm-eval plumbing
     @property
@@ -184,7 +187,7 @@ class LT2LM(TemplateLM):
         # Longest first: the first batch shows the memory peak, and similar lengths share a batch.
         collator = Collator(requests, sort_fn=lambda req: (-len(req[1] + req[2]), tuple(req[1] + req[2])))
         results = []
-        bar = tqdm(total=len(requests), desc="loglikelihood", disable=disable_tqdm or self.rank != 0)
+        bar = tqdm(total=len(requests), desc="loglikelihood", disable=disable_tqdm or not self.progress)
         for batch in collator.get_batched(n=self.batch_size):
             scores = self.score_batch([(ctx, cont) for _, ctx, cont in batch])
             for (key, _, _), score in zip(batch, scores, strict=True):
@@ -195,10 +198,15 @@ class LT2LM(TemplateLM):
         bar.close()
         return collator.get_original(results)
 
+    def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        self.requests_done += len(requests)
+        return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
+
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         """Summed log-likelihood of whole texts: disjoint windows of max_length tokens, lm-eval's rule."""
         from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
+        self.requests_done += len(requests)
         windows, owner = [], []
         for i, (text,) in enumerate(req.args for req in requests):
             for ctx, cont in map(
@@ -219,6 +227,7 @@ class LT2LM(TemplateLM):
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         from lm_eval.models.utils import Collator
 
+        self.requests_done += len(requests)
         collator = Collator(
             [req.args for req in requests],
             sort_fn=lambda args: (-len(self.tok_encode(args[0])), args[0]),
@@ -226,7 +235,7 @@ class LT2LM(TemplateLM):
             group_by="gen_kwargs",
         )
         results = []
-        bar = tqdm(total=len(requests), desc="generate_until", disable=disable_tqdm or self.rank != 0)
+        bar = tqdm(total=len(requests), desc="generate_until", disable=disable_tqdm or not self.progress)
         for batch in collator.get_batched(n=self.batch_size):
             contexts = [ctx for ctx, _ in batch]
             texts = self.generate_texts(contexts, dict(batch[0][1]))

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-Records = str | Callable[[Mapping[str, Any]], list[str]]
+Records = str | tuple[str, ...] | Callable[[Mapping[str, Any]], list[str]]
 
 
 def recipe_id(path: str | Path) -> tuple[str, str]:
@@ -36,19 +36,24 @@ class Entry:
     """One table or figure.
 
     build:   records (paths) -> a DataFrame (tables) or a matplotlib Figure (figures)
-    records: per-recipe pattern (str with {scale}, {recipe}) or config -> paths; both under results/<name>/
+    records: per-recipe pattern (str with {scale}, {recipe}), several such patterns (a tuple: every
+             recipe's record of each), or config -> paths; all under results/<name>/
     caption: one line (the LaTeX caption of a table)
+    select:  recipe names the entry reads (an ablation's rows); None: every recipe of the run
     """
 
     build: Callable[[list[Path]], Any]
     records: Records
     caption: str
+    select: tuple[str, ...] | None = None
 
     def record_paths(self, config: Mapping[str, Any], recipes: list[str]) -> list[str]:
         """The records this entry reads for a run of `recipes` (`<scale>/<recipe>` ids) under `config`."""
-        if isinstance(self.records, str):
-            return [self.records.format(scale=rid.split("/")[0], recipe=rid.split("/")[1]) for rid in recipes]
-        return self.records(config)
+        if callable(self.records):
+            return self.records(config)
+        patterns = (self.records,) if isinstance(self.records, str) else self.records
+        ids = [rid.split("/") for rid in recipes if self.select is None or rid.split("/")[1] in self.select]
+        return [p.format(scale=scale, recipe=recipe) for p in patterns for scale, recipe in ids]
 
 
 # ------------------------------------------------------------------ config-derived records

@@ -8,8 +8,8 @@ or `.../<scale>/<recipe>/<file>`, or a benchmark's own records) and returns one 
 
 Reproduced values stand next to the paper's: `config/paper/<table>.csv` holds the paper's numbers in long
 form (table, row, column, value, source) with rows named `<scale>/<recipe>` like the recipe files. A
-reproduced row is matched to paper rows of the same recipe name at any scale, and each paper value gets its
-own column `paper <column> [<scale>]`, so a tiny run is never mistaken for the paper's 1B number.
+reproduced row is matched to paper rows of the same recipe AND scale only, in columns `paper <column> [<scale>]`;
+paper columns that no row fills are left out, so a tiny run shows no paper numbers at all.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from lt2.report.eval_tables import PPL, ZEROSHOT, ablation_recipes, ablation_table, lm_table
 from lt2.report.provenance import atomic_write_text
 from lt2.report.registry import Entry, bench_throughput_records, bench_train_records, longctx_records, recipe_id
 
@@ -47,17 +48,19 @@ def load_paper(path: str | Path, table: str) -> pd.DataFrame:
 
 
 def with_paper(df: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
-    """Append `paper <column> [<scale>]` columns to a table whose rows have `recipe` and `scale`."""
+    """Append `paper <column> [<scale>]` columns to a table whose rows have `recipe` and `scale`: a paper value
+    lands only on the row of its own scale and recipe; columns that no row fills are dropped."""
     if paper.empty:
         return df
     paper = paper.assign(
-        paper_scale=paper["row"].str.split("/").str[0],
+        scale=paper["row"].str.split("/").str[0],
         recipe=paper["row"].str.split("/").str[-1],
     )
-    paper = paper.assign(label="paper " + paper["column"] + " [" + paper["paper_scale"] + "]")
-    wide = paper.pivot_table(index="recipe", columns="label", values="value", aggfunc="first")
+    paper = paper.assign(label="paper " + paper["column"] + " [" + paper["scale"] + "]")
+    wide = paper.pivot_table(index=["scale", "recipe"], columns="label", values="value", aggfunc="first")
     wide.columns.name = None
-    return df.merge(wide, how="left", left_on="recipe", right_index=True)
+    out = df.merge(wide, how="left", left_on=["scale", "recipe"], right_index=True)
+    return out.drop(columns=[c for c in wide.columns if out[c].isna().all()])
 
 
 # ------------------------------------------------------------------ tables
@@ -84,20 +87,6 @@ def model_size_table(inputs: list[Path]) -> pd.DataFrame:
             "train GFLOPs/token": info["train_flops_per_token"] / 1e9,
             "KV cache KiB/token": info["cache_bytes_per_token"] / 1024,
             "fixed state MiB": info["state_bytes"] / 2**20,
-        }
-
-    return per_recipe_table(inputs, columns)
-
-
-def lm_table(inputs: list[Path]) -> pd.DataFrame:
-    """Language modelling: validation perplexity and bits per byte of each trained recipe (`lt2 eval ppl`)."""
-
-    def columns(res: dict) -> dict:
-        return {
-            "val data": Path(res["data"]).name,
-            "eval tokens": res["tokens"],
-            "val ppl": res["ppl"],
-            "val bits/byte": res["bits_per_byte"],
         }
 
     return per_recipe_table(inputs, columns)
@@ -185,13 +174,22 @@ TABLES: dict[str, Entry] = {
     "long_context": Entry(
         long_context_table, longctx_records, "Long context: recall-intensive tasks and NIAH (the paper's Table 5)"
     ),
-    "lm": Entry(lm_table, "eval/ppl/{scale}/{recipe}.json", "Language modelling: validation perplexity and bits/byte"),
+    "lm": Entry(lm_table, (ZEROSHOT, PPL), "Zero-shot accuracy (acc_norm where defined, else acc) and perplexity"),
     "model_size": Entry(
         model_size_table, "model_info/{scale}/{recipe}.json", "Model sizes and analytic costs (the paper's Table 1)"
     ),
     "train_throughput": Entry(
         train_throughput_table, bench_train_records, "Training throughput: tokens/s, MFU and peak memory"
     ),
+    **{
+        name: Entry(ablation_table(name), (ZEROSHOT, PPL), caption, select=ablation_recipes(name))
+        for name, caption in (
+            ("ablation_ratio", "Hybrid ratio full:GDN (Table 3a): zero-shot accuracy and perplexity"),
+            ("ablation_placement", "Placement of the full layers (Table 3b): zero-shot accuracy and perplexity"),
+            ("ablation_level", "Hybrid level (Table 3c): zero-shot accuracy and perplexity"),
+            ("ablation_gate", "Output gate ablation: zero-shot accuracy and perplexity"),
+        )
+    },
 }
 
 
@@ -200,7 +198,9 @@ def build_table(name: str, inputs: list[str | Path], paper_csv: str | Path | Non
         raise ValueError(f"unknown table {name!r}; known tables: {', '.join(sorted(TABLES))}")
     if not inputs:
         raise ValueError(f"table {name!r} needs at least one input record")
-    df = TABLES[name].build([Path(p) for p in inputs]).sort_values(["scale", "recipe"], kind="stable")
+    df = TABLES[name].build([Path(p) for p in inputs])
+    # ablations list their settings in the paper's order; other tables sort by scale and recipe
+    df = df.sort_values(["scale"] if TABLES[name].select else ["scale", "recipe"], kind="stable")
     if paper_csv is not None:
         df = with_paper(df, load_paper(paper_csv, name))
     return df.reset_index(drop=True)

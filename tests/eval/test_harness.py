@@ -6,7 +6,6 @@ pytest tests/eval/test_harness.py
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -17,34 +16,8 @@ from lm_eval.api.instance import Instance
 from lt2.eval.harness import LT2LM
 from lt2.infer.generate import generate
 from lt2.infer.sampling import SamplingArgs
-from lt2.model.looped import LoopedLM
-from lt2.testing import tiny_args
 
 TEXTS = [f"The {w} of the play is here, act {i}." for i, w in enumerate(["king", "queen", "fool"] * 20)]
-
-
-@pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory):
-    from lt2.data.tokenizer import train_bpe
-
-    root = tmp_path_factory.mktemp("tok")
-    train = root / "train.jsonl"
-    train.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS))
-    train_bpe([train], 300, root / "tok")
-    return root / "tok"
-
-
-def save_model(root, pattern: str, vocab: int = 300, **overrides) -> LoopedLM:
-    """A tiny fp32 model with perturbed gates (every path matters), saved to `root`."""
-    model = LoopedLM(tiny_args(pattern, 2, vocab_size=vocab, **overrides))
-    model.init_weights()
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name == "residual_gate" or name.endswith("wg.weight"):
-                p.copy_(0.3 * torch.randn(p.shape, generator=gen))
-    model.save_pretrained(root)
-    return model.eval()
 
 
 def lm_for(root, tokenizer_dir, **kw) -> LT2LM:
@@ -64,9 +37,9 @@ CHOICES = [
 ]
 
 
-def test_known_answer_loglikelihoods(tmp_path, tokenizer_dir):
+def test_known_answer_loglikelihoods(tmp_path, tokenizer_dir, make_model):
     """Each score is the hand-summed log-softmax of one unpadded forward over [bos] context continuation."""
-    model = save_model(tmp_path, "full")
+    model = make_model(tmp_path, "full")
     lm = lm_for(tmp_path, tokenizer_dir, batch_size=3)
     tok = lm.tok
     got = lm.loglikelihood(ll_requests(CHOICES), disable_tqdm=True)
@@ -82,9 +55,9 @@ def test_known_answer_loglikelihoods(tmp_path, tokenizer_dir):
 
 
 @pytest.mark.parametrize("pattern", ["full", "gdn", "swa=4", "random:1:1"])
-def test_batches_of_mixed_lengths_score_as_alone(tmp_path, tokenizer_dir, pattern):
+def test_batches_of_mixed_lengths_score_as_alone(tmp_path, tokenizer_dir, make_model, pattern):
     """No state, conv or KV crosses rows or padding: alone == inside batches of 2 and 5 (fp32, 1e-5)."""
-    save_model(tmp_path, pattern)
+    make_model(tmp_path, pattern)
     alone = lm_for(tmp_path, tokenizer_dir, batch_size=1).loglikelihood(ll_requests(CHOICES), disable_tqdm=True)
     for batch in (2, 5):
         batched = lm_for(tmp_path, tokenizer_dir, batch_size=batch).loglikelihood(
@@ -94,8 +67,8 @@ def test_batches_of_mixed_lengths_score_as_alone(tmp_path, tokenizer_dir, patter
             assert abs(a - b) <= 1e-5 * max(1.0, abs(a)) and ga == gb
 
 
-def test_long_contexts_lose_their_start_and_keep_the_continuation(tmp_path, tokenizer_dir):
-    model = save_model(tmp_path, "full")
+def test_long_contexts_lose_their_start_and_keep_the_continuation(tmp_path, tokenizer_dir, make_model):
+    model = make_model(tmp_path, "full")
     lm = lm_for(tmp_path, tokenizer_dir, max_length=12)
     ctx, cont = " ".join(TEXTS[:4]), " act 2."
     (logp, _), = lm.loglikelihood(ll_requests([(ctx, cont)]), disable_tqdm=True)  # fmt: skip
@@ -106,17 +79,15 @@ def test_long_contexts_lose_their_start_and_keep_the_continuation(tmp_path, toke
     assert math.isclose(logp, sum(lp[i - 1, seq[i]].item() for i in range(13 - n, 13)), rel_tol=1e-5)
 
 
-def test_rolling_loglikelihood_is_the_document_nll(tmp_path, tokenizer_dir):
-    model = save_model(tmp_path, "gdn")
+def test_rolling_loglikelihood_is_the_document_nll(tmp_path, tokenizer_dir, make_model):
+    model = make_model(tmp_path, "gdn")
     text = " ".join(TEXTS[:3])
-    ids = [*LT2LM.tok_encode(lm_for(tmp_path, tokenizer_dir), text)]
-    seq = [lm_for(tmp_path, tokenizer_dir).tok.bos_id, *ids]
+    lm = lm_for(tmp_path, tokenizer_dir)
+    seq = [lm.tok.bos_id, *lm.tok_encode(text)]
     with torch.no_grad():
         lp = F.log_softmax(model(torch.tensor([seq[:-1]]))[0], -1)
     want = sum(lp[i - 1, seq[i]].item() for i in range(1, len(seq)))
-    whole = lm_for(tmp_path, tokenizer_dir).loglikelihood_rolling(
-        [Instance("loglikelihood_rolling", {}, (text,), 0)], disable_tqdm=True
-    )
+    whole = lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (text,), 0)], disable_tqdm=True)
     assert math.isclose(whole[0], want, rel_tol=1e-5)
     windows = lm_for(tmp_path, tokenizer_dir, max_length=8).loglikelihood_rolling(
         [Instance("loglikelihood_rolling", {}, (text,), 0)], disable_tqdm=True
@@ -124,8 +95,8 @@ def test_rolling_loglikelihood_is_the_document_nll(tmp_path, tokenizer_dir):
     assert windows[0] < 0 and not math.isclose(windows[0], want, rel_tol=1e-3)  # less context per token
 
 
-def test_generate_until_matches_lt2_generate_and_stops(tmp_path, tokenizer_dir):
-    model = save_model(tmp_path, "interleave:1:1:gdn:full")
+def test_generate_until_matches_lt2_generate_and_stops(tmp_path, tokenizer_dir, make_model):
+    model = make_model(tmp_path, "interleave:1:1:gdn:full")
     lm = lm_for(tmp_path, tokenizer_dir, batch_size=2)
     prompts = ["The king of", "Question: who is the fool?\nAnswer:", "act"]
     free = generate(model, lm.tok, prompts, SamplingArgs(max_new_tokens=12))
@@ -143,15 +114,15 @@ def test_generate_until_matches_lt2_generate_and_stops(tmp_path, tokenizer_dir):
         )
 
 
-def test_bad_inputs_fail_before_loading(tmp_path, tokenizer_dir):
+def test_bad_inputs_fail_before_loading(tmp_path, tokenizer_dir, make_model):
     with pytest.raises(ValueError, match=r"model\.safetensors is missing"):
         (tmp_path / "empty").mkdir()
         (tmp_path / "empty" / "config.json").write_text("{}")
         lm_for(tmp_path / "empty", tokenizer_dir)
-    save_model(tmp_path / "big", "full", vocab=1000)
+    make_model(tmp_path / "big", "full", vocab=1000)
     with pytest.raises(ValueError, match="vocabulary of 1000"):
         lm_for(tmp_path / "big", tokenizer_dir)
-    save_model(tmp_path / "small", "full", vocab=200)
+    make_model(tmp_path / "small", "full", vocab=200)
     with pytest.raises(ValueError, match="vocabulary of 200"):
         lm_for(tmp_path / "small", tokenizer_dir)
     with pytest.raises(ValueError, match="dtype"):

@@ -163,6 +163,7 @@ def test_bad_arguments_are_named(field, value, message):
 
 def test_cli_table_and_figure_on_a_random_tiny_model(text_setup, tmp_path, no_hub_cache, monkeypatch, capsys):
     """`lt2 eval longctx` end to end through the `lt2` lm-eval model, then the long_context table and figure."""
+    import pandas as pd
     import yaml
 
     from lt2.cli import main
@@ -193,10 +194,15 @@ def test_cli_table_and_figure_on_a_random_tiny_model(text_setup, tmp_path, no_hu
     assert 0 <= record["niah"]["lt2_niah_single_3"]["256"]["acc"] <= 100
     assert json.loads(sidecar(out).read_text())["output"]["sha256"]
 
-    table = build_table("long_context", [out], REPO / "config/paper/long_context.csv")
-    assert table.loc[0, "recipe"] == "looped_hybrid_gdn_dsa" and table.loc[0, "trained at"] == 128
-    assert table.loc[0, "SWDE"] == "not run: needs hazyresearch/based-swde-v2 from the Hub"
-    assert "NIAH-S1@256" in table and "NIAH-S3@256" in table and "paper SWDE [1B]" in table
+    # The same record filed as a 1B row gets the paper's values beside it; the tiny row gets none.
+    as_1b = tmp_path / "eval" / "longctx" / "1B" / "longctx_hybrid_gdn_dsa.json"
+    as_1b.parent.mkdir(parents=True)
+    as_1b.write_text(out.read_text())
+    table = build_table("long_context", [out, as_1b], REPO / "config/paper/long_context.csv")
+    assert list(table["scale"]) == ["1B", "tiny"] and list(table["trained at"]) == [128, 128]
+    assert table.loc[1, "SWDE"] == "not run: needs hazyresearch/based-swde-v2 from the Hub"
+    assert "NIAH-S1@256" in table and "NIAH-S3@256" in table
+    assert table.loc[0, "paper NIAH-S1@4K [1B]"] == 91.4 and pd.isna(table.loc[1, "paper NIAH-S1@4K [1B]"])
     assert "| looped_hybrid_gdn_dsa | tiny |" in to_markdown(table)
     fig = build_figure("niah_context", [out])
     assert len(fig.axes) == 2

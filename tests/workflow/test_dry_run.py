@@ -29,8 +29,9 @@ def test_paper_dry_run_lists_every_job(workflow):
         "train": n,
         "model_info": n,
         "eval_ppl": n,
+        "eval_zeroshot": n,
         "eval_longctx": 8,  # the 1.3B Table 5 rows trained at 2048 tokens (config eval.longctx)
-        "table": 5,  # model_size, lm, decode, train_throughput, long_context: one wildcard rule builds every table
+        "table": 9,  # model_size, lm, 4 ablations, decode, train_throughput, long_context: one wildcard rule each
         "figure": 3,  # training_curve, decode_throughput, niah_context
         "bench_throughput": 1,  # one GPU job times every benchmarked recipe side by side
         "bench_train": 2,  # the 600M full-attention and GDN loops, one GPU job each
@@ -75,7 +76,18 @@ def test_gpu_results_target_plans_every_gpu_measurement(workflow):
 
 def test_lm_table_plans_training_but_not_other_tables(workflow):
     counts = job_counts(snakemake(workflow, "-n", "results/test/tables/lm.md").stdout)
-    assert counts == {"download": 1, "shuffle": 1, "tokenizer": 1, "train": 2, "eval_ppl": 2, "table": 1}, counts
+    assert counts == {"download": 1, "shuffle": 1, "tokenizer": 1, "train": 2, "eval_ppl": 2, "eval_zeroshot": 2,
+                      "table": 1}, counts  # fmt: skip
+
+
+def test_an_ablation_table_plans_only_its_own_recipes(workflow):
+    """ablation_gate reads the gated and ungated loops only: at paper scale 2 x 4 trainings, not every recipe."""
+    res = snakemake(workflow, "-n", "-p", "results/paper/tables/ablation_gate.md", "--configfile", "config/paper.yaml",
+                    overlay=False)  # fmt: skip
+    counts = job_counts(res.stdout)
+    assert counts["train"] == counts["eval_zeroshot"] == counts["eval_ppl"] == 8 and counts["table"] == 1, counts
+    assert "lt2 eval zeroshot results/paper/train/1B/looped_pure_full_gated --tokenizer" in res.stdout
+    assert "--data hub --batch-size 32" in res.stdout and "--limit" not in res.stdout
 
 
 def test_multi_gpu_training_launches_one_rank_per_gpu(workflow):
@@ -83,6 +95,6 @@ def test_multi_gpu_training_launches_one_rank_per_gpu(workflow):
     target = "results/paper/train/1B/looped_pure_full/model.safetensors"
     slurm = snakemake(workflow, "-n", "-p", target, "--profile", "profiles/slurm", "--configfile", "config/paper.yaml",
                       overlay=False).stdout  # fmt: skip
-    assert "lt2 record --input config/recipes/1B/looped_pure_full" in slurm and "--nproc-per-node 8" in slurm
+    assert "lt2 train config/recipes/1B/looped_pure_full.yaml" in slurm and "--nproc-per-node 8" in slurm
     local = snakemake(workflow, "-n", "-p", target, "--configfile", "config/paper.yaml", overlay=False).stdout
-    assert "lt2 record --input config/recipes/1B/looped_pure_full" in local and "--nproc-per-node 1" in local
+    assert "lt2 train config/recipes/1B/looped_pure_full.yaml" in local and "--nproc-per-node 1" in local

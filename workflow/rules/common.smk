@@ -2,14 +2,12 @@
 # path helpers (outputs are namespaced by the config's `name`), input functions and command-line pieces.
 # Rules stay declarative: each builds one `lt2 ...` command from these helpers.
 
-import json
 import shlex
 from pathlib import Path
 
-import yaml
-
 from snakemake.utils import min_version, validate
 
+from lt2.config import recipe_files, recipes_with_bases, scale_recipes
 from lt2.report.figures import FIGURES
 from lt2.report.registry import bench_throughput_records, bench_train_records
 from lt2.report.tables import TABLES
@@ -80,13 +78,7 @@ def find_recipes():
             if not (root / f"{rid}.yaml").is_file():
                 raise ValueError(f"config recipes.only names {rid!r}, but {root / rid}.yaml does not exist")
     else:
-        # files starting with "_" are shared bases (`base: _base.yaml`), not recipes
-        ids = [
-            f"{scale}/{p.stem}"
-            for scale in config["recipes"]["scales"]
-            for p in sorted((root / scale).glob("*.yaml"))
-            if not p.name.startswith("_")
-        ]
+        ids = [f"{scale}/{p.stem}" for scale in config["recipes"]["scales"] for p in scale_recipes(root, scale)]
     if not ids:
         raise ValueError(f"no recipes: {root}/<scale>/*.yaml has none for scales {config['recipes']['scales']}")
     for rid in ids:
@@ -112,13 +104,9 @@ def recipe_file(wildcards):
 
 
 def recipe_bases(wildcards):
-    """The files a recipe builds on through `base: <file>` (relative to itself), nearest first: a change
-    there re-runs the recipe's jobs, and their provenance records the bases too."""
-    bases, path = [], Path(recipe_file(wildcards))
-    while base := (yaml.safe_load(path.read_text()) or {}).get("base"):
-        path = path.parent / base
-        bases.append(str(path))
-    return bases
+    """The files a recipe builds on through `base: <file>` (lt2.config.recipe_files): a change there re-runs
+    the recipe's jobs, and their provenance records the bases too."""
+    return [str(p) for p in recipe_files(recipe_file(wildcards))[:-1]]
 
 
 def corpus_of(wildcards):
@@ -158,8 +146,8 @@ def bench_train_args(wildcards):
 
 
 def verify_recipes(wildcards):
-    """The 600M recipes whose mixer settings the numerics check uses (lt2.kernels.verify.CASES)."""
-    return sorted(str(p) for p in Path(config["recipes"]["dir"], "600M").glob("*.yaml"))
+    """The 600M recipes (and their bases) whose mixer settings the numerics check uses (lt2.kernels.verify)."""
+    return [str(p) for p in recipes_with_bases(scale_recipes(config["recipes"]["dir"], "600M"))]
 
 
 def gpu_outputs(wildcards):
@@ -199,23 +187,12 @@ def final_outputs():
 
 
 # ---------------------------------------------------------------- command-line pieces
-def prov_config(*sections, **facts):
-    """The resolved configuration a job runs with, as JSON for `lt2 record --config` (recorded and hashed)."""
-    record = {"run": NAME, **{s: config[s] for s in sections}, **facts}
-    return json.dumps(record, sort_keys=True)
-
 
 def download_args(wildcards):
     limit = config["datasets"][wildcards.dataset]["limit"]
     return "" if limit is None else f"--limit {limit}"
 
 
-def download_config(wildcards):
-    return prov_config(dataset=wildcards.dataset, download=config["datasets"][wildcards.dataset])
-
-
-def shuffle_config(wildcards):
-    return prov_config("shuffle", dataset=wildcards.dataset)
 
 
 def tokenizer_args(wildcards):
@@ -253,16 +230,6 @@ def train_nproc(wildcards, resources):
     return max(gpus_of(resources), 1)
 
 
-def train_config(wildcards):
-    return prov_config(
-        recipe=f"{wildcards.scale}/{wildcards.recipe}",
-        overrides=config["recipes"]["overrides"],
-        corpus=corpus_of(wildcards),
-    )
-
-
-def recipe_config(wildcards):
-    return prov_config(recipe=f"{wildcards.scale}/{wildcards.recipe}", overrides=config["recipes"]["overrides"])
 
 
 def ppl_args(wildcards):
@@ -271,6 +238,13 @@ def ppl_args(wildcards):
     flags = {"--seq-len": ppl["seq_len"], "--stride": ppl["stride"], "--batch-size": ppl["batch_size"],
              "--max-tokens": ppl["max_tokens"]}  # fmt: skip
     return " ".join(f"{flag} {value}" for flag, value in flags.items() if value is not None)
+
+
+def zeroshot_args(wildcards):
+    """`lt2 eval zeroshot` options from config `eval.zeroshot`."""
+    zs = config["eval"]["zeroshot"]
+    args = f"--tasks {','.join(zs['tasks'])} --data {zs['data']} --batch-size {zs['batch_size']}"
+    return args + (f" --limit {zs['limit']}" if zs["limit"] is not None else "")
 
 
 def longctx_args(wildcards):

@@ -1,6 +1,6 @@
 # Per-recipe evaluation records that the report tables read: analytic model costs (no training needed)
-# and validation perplexity of the trained model on its corpus's held-out file; the long-context suite (Table 5)
-# of the recipes config eval.longctx lists (NIAH haystacks from the same held-out file).
+# validation perplexity of the trained model on its corpus's held-out file, and lm-eval zero-shot accuracy;
+# the long-context suite (Table 5) of the recipes config eval.longctx lists (NIAH haystacks: the held-out file).
 
 
 rule model_info:
@@ -13,12 +13,10 @@ rule model_info:
         log_path("model_info/{scale}/{recipe}.log"),
     params:
         overrides=recipe_overrides,
-        config=recipe_config,
     message:
         "model costs of {wildcards.scale}/{wildcards.recipe}"
     shell:
-        "lt2 record --input {input} --output {output} --stdout {output} --config {params.config:q}"
-        " -- model-info {input.recipe} {params.overrides} --json 2> {log}"
+        "lt2 model-info {input.recipe} {params.overrides} --json --out {output} > {log} 2>&1"
 
 
 rule eval_ppl:
@@ -39,6 +37,24 @@ rule eval_ppl:
     shell:
         "lt2 eval ppl {params.model_dir} --data {input.val} --tokenizer {input.tokenizer} --out {output}"
         " {params.args} > {log} 2>&1"
+
+
+rule eval_zeroshot:
+    input:
+        model=rules.train.output.model,
+        config=rules.train.output.config,
+        tokenizer=TOKENIZER_DIR,
+    output:
+        result_path("eval/zeroshot/{scale}/{recipe}.json"),
+    log:
+        log_path("eval/zeroshot/{scale}/{recipe}.log"),
+    params:
+        model_dir=subpath(input.model, parent=True),
+        args=zeroshot_args,
+    message:
+        "zero-shot tasks of {wildcards.scale}/{wildcards.recipe}"
+    shell:
+        "lt2 eval zeroshot {params.model_dir} --tokenizer {input.tokenizer} --out {output} {params.args} > {log} 2>&1"
 
 
 rule eval_longctx:
