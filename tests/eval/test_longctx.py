@@ -217,3 +217,30 @@ def test_paper_rows_sit_beside_the_1b_longctx_recipes():
         assert (REPO / "config" / "recipes" / f"{row}.yaml").is_file(), row
     gdn_4k = paper[(paper["row"] == "1B/longctx_looped_gdn") & (paper["column"] == "NIAH-S1@4K")]
     assert gdn_4k["value"].item() == 99.8
+
+
+def test_based_recall_task_prompt_and_contains_scoring(tmp_path):
+    """The project's Based/JRT task YAMLs (one shared base, so one is run) on local rows laid out like the
+    Hub's: the prompt is `<context> <question>`, and `contains` scores 1 when a gold answer occurs in the output."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    docs = [
+        {"context": " The Thames flows through London. ", "question": "The river of London is", "answers": ["Thames"]},
+        {"context": "Paris is in France.", "question": " Paris lies in ", "answers": ["France", "FR"]},
+        {"context": "Rome is old.", "question": "Rome is", "answers": ["old"]},
+    ]
+    rows = tmp_path / "validation.jsonl"
+    rows.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    for name in ("based_triviaqa", "based_nq", "based_drop"):
+        config = load_yaml(longctx.TASKS_DIR / f"{name}.yaml", resolve_func=True)
+        assert config["dataset_path"] == longctx.RECALL_DATASETS[name] and config["output_type"] == "generate_until"
+    task = "based_drop"
+    config.update(dataset_path="json", dataset_kwargs={"data_files": {"validation": str(rows)}})
+    answers = {"The Thames flows through London. The river of London is": " the thames, as said",
+               "Paris is in France. Paris lies in": " fr\nFrance", "Rome is old. Rome is": " young"}  # fmt: skip
+    stub = StubLM(lambda prompt: answers[prompt])
+    res = lm_eval.simple_evaluate(model=stub, tasks=[config], task_manager=TaskManager(include_defaults=False))
+    assert sorted(stub.prompts) == sorted(answers)
+    assert res["results"][task]["contains,none"] == pytest.approx(2 / 3)  # "FR" matches "fr"; "old" is absent
