@@ -400,31 +400,12 @@ def _add_train(sub) -> None:
 
 # ------------------------------------------------------------------ generate
 def cmd_generate(a: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    import torch
-
-    from lt2.data.tokenizer import Tokenizer
-    from lt2.infer.generate import generate
+    from lt2.infer.generate import generate, load_for_generation
     from lt2.infer.sampling import SamplingArgs
-    from lt2.model import LoopedLM
 
-    device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    source = Path(a.model)
-    if source.is_dir():
-        model = LoopedLM.from_pretrained(source, device=device)
-    else:  # a recipe: random weights, for smoke tests and speed
-        from lt2.config import load_recipe
-
-        model = LoopedLM(load_recipe(source).model).to(device)
-        model.init_weights()
-    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[a.dtype]
-    model = model.to(dtype).eval()
-    tokenizer_dir = a.tokenizer or (source / "tokenizer" if source.is_dir() else None)
-    if tokenizer_dir is None or not Path(tokenizer_dir).is_dir():
-        raise ValueError("generation needs a tokenizer: pass --tokenizer DIR (or a model dir with a tokenizer/)")
+    model, tokenizer = load_for_generation(a.model, a.tokenizer, a.device, a.dtype)
     sampling = SamplingArgs(temperature=a.temperature, top_p=a.top_p, max_new_tokens=a.max_new_tokens, seed=a.seed)
-    texts = generate(model, Tokenizer.load(tokenizer_dir), a.prompt, sampling, tuple(a.stop), compile=a.compile)
+    texts = generate(model, tokenizer, a.prompt, sampling, tuple(a.stop), compile=a.compile)
     for prompt, text in zip(a.prompt, texts, strict=True):
         print(f"### {prompt}\n{text}")
     return 0

@@ -223,7 +223,7 @@ def write_throughput(points: list[ThroughputPoint], facts: dict, out_csv: str | 
     """The CSV (one row per point) and the JSON record beside it (`<out>.json`: facts + points)."""
     import pandas as pd
 
-    from lt2.atomic import atomic_write_text
+    from lt2.files import atomic_write_text
 
     out = Path(out_csv)
     atomic_write_text(out, pd.DataFrame(points_as_rows(points)).to_csv(index=False))

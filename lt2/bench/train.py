@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from lt2.config import Recipe, to_dict
+from lt2.config import Recipe, to_dict, validate_recipe
 from lt2.data.loader import Batch
 from lt2.train.distributed import DistInfo
 from lt2.train.metrics import peak_flops, train_flops_per_token
@@ -178,7 +178,7 @@ def format_table(b: TrainBench) -> str:
 
 def write_record(b: TrainBench, out: str | Path) -> None:
     """The JSON record (atomically); its provenance sidecar comes from the record `run_bench_train` opened."""
-    from lt2.atomic import atomic_write_text
+    from lt2.files import atomic_write_text
 
     atomic_write_text(out, json.dumps(asdict(b), indent=2, sort_keys=True) + "\n")
 
@@ -192,10 +192,9 @@ def run_bench_train(
     resolved recipe, its inputs the recipe's files (`inputs`: the recipe and its bases) hashed then.
     """
     from lt2.report import provenance
-    from lt2.train.args import validate_run
     from lt2.train.distributed import destroy_distributed, init_distributed
 
-    validate_run(recipe.data, recipe.train, needs_data=False)
+    validate_recipe(recipe)  # a Recipe built in code was not checked by load_recipe
     if steps < 1 or warmup < 0:
         raise ValueError(f"--steps must be >= 1 and --warmup >= 0, got {steps} and {warmup}")
     recording = out is not None and provenance.is_main_process()

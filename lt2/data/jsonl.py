@@ -3,12 +3,12 @@
 Record contract shared by every stage of lt2.data (download, shuffle, tokenizer, loader): one JSON object
 per line, UTF-8, newline-terminated, with at least `{"text": str}`; download also writes `{"id": str}`.
 
-Writers never leave a half-written file under its final name (lt2.atomic: `.{name}.tmp` in the same
+Writers never leave a half-written file under its final name (lt2.files: `.{name}.tmp` in the same
 folder, renamed into place only when the block succeeds). A reader that meets a bad line (not JSON, not
 an object, no string "text", invalid UTF-8, a record cut short by a killed writer) counts it in a
 `ReadStats` and moves on, so one bad line never fails a multi-hour job.
 
-    >>> with lt2.atomic.atomic_open(Path("docs.jsonl")) as f:
+    >>> with lt2.files.atomic_open(Path("docs.jsonl")) as f:
     ...     f.write(dumps_record({"id": "a", "text": "hello"}))
     >>> [rec["text"] for _, rec in read_jsonl(Path("docs.jsonl"))]
     ['hello']
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lt2.atomic import atomic_open
+from lt2.files import atomic_open
 
 logger = logging.getLogger(__name__)
 

@@ -34,8 +34,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from lt2.atomic import atomic_open
 from lt2.data.jsonl import ReadStats, read_jsonl_lines, write_json
+from lt2.files import atomic_open
 
 logger = logging.getLogger(__name__)
 

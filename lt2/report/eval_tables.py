@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from lt2.eval.tasks import PAPER_TASKS
 from lt2.report.registry import recipe_id
 
 ZEROSHOT, PPL = "eval/zeroshot/{scale}/{recipe}.json", "eval/ppl/{scale}/{recipe}.json"
@@ -91,12 +92,15 @@ def eval_row(records: dict[str, dict]) -> dict:
     zs, ppl = records.get("zeroshot"), records.get("ppl")
     if zs is not None:
         row["train tokens"] = zs.get("train_tokens")
-        row["docs/task"] = min(t["documents"] for t in zs["tasks"].values())
-        accs = {task: 100 * task_accuracy(m) for task, m in zs["tasks"].items()}
+        limit = (zs.get("args") or {}).get("limit")
+        row["docs/task"] = str(limit) if limit is not None else "all"  # a limit, or each task's whole split
+        order = sorted(zs["tasks"], key=lambda t: (PAPER_TASKS.index(t) if t in PAPER_TASKS else len(PAPER_TASKS), t))
+        accs = {task: 100 * task_accuracy(zs["tasks"][task]) for task in order}  # the paper's column order
         row.update(accs)
         row["avg acc"] = sum(accs.values()) / len(accs)
     if ppl is not None:
         row["val ppl"] = ppl["ppl"]
+        row["val bits/byte"] = ppl.get("bits_per_byte")
         row["val data"] = Path(ppl["data"]).name
     return row
 
@@ -121,7 +125,10 @@ def ablation_table(name: str):
                 status = "ok" if recs else "not run"
                 rows.append({"recipe": recipe, "scale": scale, label: setting, "status": status,
                              **(eval_row(recs) if recs else {})})  # fmt: skip
-        return pd.DataFrame(rows)
+        df = pd.DataFrame(rows)
+        if "train tokens" in df:  # integers, blank where a setting did not run
+            df["train tokens"] = df["train tokens"].astype("Int64")
+        return df
 
     build.__doc__ = f"{name}: accuracy and perplexity per {label} setting"
     return build

@@ -8,7 +8,6 @@ workflow/rules/report.smk builds every figure.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import matplotlib
@@ -17,6 +16,7 @@ matplotlib.use("Agg")  # jobs run headless (SLURM nodes, CI)
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
+from lt2.files import atomic_path
 from lt2.report.registry import Entry, bench_throughput_records, longctx_records, recipe_id
 
 
@@ -142,12 +142,10 @@ def build_figure(name: str, inputs: list[str | Path]) -> Figure:
 
 
 def save_figure(fig: Figure, *paths: str | Path) -> None:
-    """Save to every path (format from its suffix), each to a temporary name first, then renamed."""
+    """Save to every path (format from its suffix), each atomically (lt2.files)."""
     for path in map(Path, paths):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
         # pdf/png embed a creation date by default; leave it out so a re-run gives the same bytes
         metadata = {"CreationDate": None} if path.suffix == ".pdf" else {"Software": None}
-        fig.savefig(tmp, format=path.suffix.lstrip("."), dpi=150, metadata=metadata)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=path.suffix.lstrip("."), dpi=150, metadata=metadata)
     plt.close(fig)

@@ -43,8 +43,9 @@ from pathlib import Path
 from typing import Any
 
 # re-exported: commands write their outputs through provenance.atomic_write_text/_bytes inside `record`
-from lt2.atomic import atomic_write_bytes as atomic_write_bytes
-from lt2.atomic import atomic_write_text as atomic_write_text
+from lt2.files import atomic_write_bytes as atomic_write_bytes
+from lt2.files import atomic_write_text as atomic_write_text
+from lt2.files import sha256_file as sha256_file
 
 SUFFIX = ".prov.json"
 SCHEMA_VERSION = 1
@@ -65,14 +66,6 @@ def sidecar(path: PathLike) -> Path:
 
 
 # ------------------------------------------------------------------------ hashing
-def sha256_file(path: PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(functools.partial(f.read, 1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def sha256_path(path: PathLike) -> str:
     """sha256 of a file, or of a directory as the sorted list of (relative path, file sha256).
 

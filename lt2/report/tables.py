@@ -208,6 +208,8 @@ def build_table(name: str, inputs: list[str | Path], paper_csv: str | Path | Non
 
 # ------------------------------------------------------------------ rendering
 def _cell(value) -> str:
+    if value is pd.NA:
+        return ""
     if isinstance(value, float):
         return "" if math.isnan(value) else f"{value:.4g}"
     return str(value)

@@ -19,8 +19,8 @@ import os
 from pathlib import Path
 
 from lt2.config import Recipe, load_recipe, recipe_files, to_dict
+from lt2.data.args import require_data
 from lt2.report import provenance
-from lt2.train.args import validate_run
 from lt2.train.preemption import EXIT_PREEMPTED, Preemption
 
 RECORDED_BY_LAUNCHER = "LT2_TRAIN_RECORDED_BY_LAUNCHER"
@@ -70,7 +70,7 @@ def run_train(
     from lt2.train.metrics import setup_logging
 
     recipe = load_recipe(recipe_path, overrides)  # unknown keys / wrong types: ValueError naming the key
-    validate_run(recipe.data, recipe.train)
+    require_data(recipe.data)  # the rest of the recipe was checked when it was loaded
     setup_logging()
     nproc = resolve_nproc(nproc_per_node)
     already_a_rank = "RANK" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) > 1

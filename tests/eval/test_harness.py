@@ -37,9 +37,11 @@ CHOICES = [
 ]
 
 
-def test_known_answer_loglikelihoods(tmp_path, tokenizer_dir, make_model):
-    """Each score is the hand-summed log-softmax of one unpadded forward over [bos] context continuation."""
-    model = make_model(tmp_path, "full")
+@pytest.mark.parametrize("pattern", ["full", "random:1:1"])
+def test_known_answer_loglikelihoods(tmp_path, tokenizer_dir, make_model, pattern):
+    """Each score is the hand-summed log-softmax of one unpadded forward over [bos] context continuation
+    (for a random layout: of its vote-averaged logits, as `forward` gives them in eval mode)."""
+    model = make_model(tmp_path, pattern)
     lm = lm_for(tmp_path, tokenizer_dir, batch_size=3)
     tok = lm.tok
     got = lm.loglikelihood(ll_requests(CHOICES), disable_tqdm=True)

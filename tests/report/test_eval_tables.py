@@ -10,10 +10,11 @@ import json
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from lt2.report.eval_tables import ABLATIONS, task_accuracy
-from lt2.report.tables import TABLES, build_table
+from lt2.report.tables import TABLES, build_table, to_markdown
 
 PAPER = Path(__file__).parents[2] / "config" / "paper"
 
@@ -27,7 +28,7 @@ def write_records(root: Path, scale: str, recipe: str, acc: float, ppl: float) -
         "hellaswag": {"acc": acc, "acc_norm": acc + 0.1, "acc_stderr": 0.01, "documents": 10},
         "boolq": {"acc": acc, "acc_stderr": 0.01, "documents": 10},
     }
-    zs.write_text(json.dumps({"tasks": tasks, "train_tokens": 61440}))
+    zs.write_text(json.dumps({"tasks": tasks, "train_tokens": 61440, "args": {"limit": 10}}))
     pp.write_text(json.dumps({"data": "x/shakespeare.val.jsonl", "ppl": ppl}))
     return [zs, pp]
 
@@ -43,7 +44,7 @@ def test_lm_table_joins_zeroshot_and_perplexity(tmp_path):
     tiny, big = df.loc["tiny"], df.loc["1B"]
     assert math.isclose(tiny["hellaswag"], 60.0) and math.isclose(tiny["boolq"], 50.0)
     assert math.isclose(tiny["avg acc"], 55.0) and tiny["val ppl"] == 20.0
-    assert tiny["train tokens"] == 61440 and tiny["docs/task"] == 10
+    assert tiny["train tokens"] == 61440 and tiny["docs/task"] == "10"
     assert big["paper avg acc [1B]"] == 59.27 and big["paper val ppl [1B]"] == 9.87  # Looped Transformer, 1.3B
     assert math.isnan(tiny["paper avg acc [1B]"])  # never beside a tiny row
 
@@ -57,6 +58,8 @@ def test_ablation_rows_follow_the_paper_and_mark_missing_settings(tmp_path, name
     assert list(df[label]) == [setting for setting, _ in settings]
     assert list(df["status"]) == ["ok"] + ["not run"] * len(rest)
     assert df.loc[0, "val ppl"] == 10.0 and not math.isnan(df.loc[0, "paper avg acc [1B]"])
+    assert df.loc[0, "train tokens"] == 61440 and pd.isna(df.loc[1, "train tokens"])
+    assert "| 61440 |" in to_markdown(df) and "|  |" in to_markdown(df)  # an integer, blank where not run
     assert set(TABLES[name].select) == {recipe for _, recipe in settings}
 
 

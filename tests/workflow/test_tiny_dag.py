@@ -27,6 +27,7 @@ pytestmark = [
 RECIPES = ("looped_hybrid_gdn_4to1", "looped_pure_full")
 FINAL = [
     "results/test/tables/lm.md",
+    "results/test/tables/ablation_gate.md",
     "results/test/tables/model_size.md",
     "figures/test/training_curve.png",
     "results/test/tables/long_context.md",
@@ -57,6 +58,11 @@ def test_tiny_dag_produces_every_output(tiny_run):
         metrics = (tiny_run / f"results/test/train/tiny/{recipe}/metrics.jsonl").read_text().splitlines()
         val_loss = [json.loads(line)["val_loss"] for line in metrics if "val_loss" in line][-1]
         assert abs(res["nll"] - val_loss) < 0.1, (res["nll"], val_loss)
+        zs = json.loads((tiny_run / f"results/test/eval/zeroshot/tiny/{recipe}.json").read_text())
+        assert len(zs["tasks"]) == 10 and all(t["documents"] == 10 for t in zs["tasks"].values())
+    assert "avg acc" in lm[0].split(",")
+    gate = (tiny_run / "results/test/tables/ablation_gate.csv").read_text()
+    assert gate.count(",not run,") == 2 and gate.count(",ok,") == 2  # the gated loops are not in the test run
     # Table 5 offline: NIAH at every configured length, every recall task listed with why it did not run.
     longctx = (tiny_run / "results/test/tables/long_context.csv").read_text()
     assert "looped_pure_full" in longctx and "NIAH-S3@384" in longctx
@@ -110,10 +116,11 @@ def test_rerun_has_nothing_to_do(tiny_run):
         ("results/test/train/tiny/looped_hybrid_gdn_4to1/model.safetensors", "results/test/tables/lm.md"),
         ("data/test/tokenizer/tokenizer.json", "results/test/tables/lm.md"),
         ("results/test/eval/ppl/tiny/looped_pure_full.json", "results/test/tables/lm.md"),
+        ("results/test/eval/zeroshot/tiny/looped_pure_full.json", "results/test/tables/ablation_gate.md"),
         ("results/test/train/tiny/looped_pure_full/metrics.jsonl", "figures/test/training_curve.png"),
         ("results/test/model_info/tiny/looped_hybrid_gdn_4to1.json", "results/test/tables/model_size.md"),
     ],
-    ids=["val-data", "model-weights", "tokenizer", "ppl-record", "metrics", "model-info"],
+    ids=["val-data", "model-weights", "tokenizer", "ppl-record", "zeroshot-record", "metrics", "model-info"],
 )
 def test_audit_names_a_tampered_intermediate(tiny_run, tmp_path, intermediate, final):
     wf = tmp_path / "wf"

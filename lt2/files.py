@@ -1,6 +1,7 @@
-"""Atomic writes: a reader (or a job killed half-way) sees a file's old version or its complete new one.
+"""Files: atomic writes and content hashes, one copy of each for the whole package.
 
-Every writer of the package goes through here: the data stages' JSON-lines files, model and checkpoint
+Atomic writes: a reader (or a job killed half-way) sees a file's old version or its complete new one. Every
+writer of the package goes through here: the data stages' JSON-lines files, model and checkpoint
 exports, metrics, tables, figures and provenance records. A file is written under a hidden temporary name in
 the same folder (`.{name}.tmp`, so the final rename stays on one file system), flushed to disk, then renamed
 over its final name; when the block fails the temporary file is removed and the exception propagates. A
@@ -11,12 +12,16 @@ stale temporary file left by a SIGKILL is simply overwritten by the next attempt
     ...     f.write(b'{"text": "hello"}\\n')
     >>> with atomic_path("out/figure.png") as tmp:  # for writers that want a path (savefig, safetensors)
     ...     fig.savefig(tmp, format="png")
+    >>> with atomic_dir("out/model") as tmp:  # a folder appears complete, replacing the old one
+    ...     model.save_pretrained(tmp)
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -30,7 +35,8 @@ def tmp_path(path: PathLike) -> Path:
     return path.with_name(f".{path.name}.tmp")
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: PathLike) -> None:
+    """Flush a file, or a folder's entries (after a rename into it), to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -46,7 +52,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     tmp = tmp_path(path)
     try:
         yield tmp
-        _fsync(tmp)  # the data must be on disk before the rename makes it visible
+        fsync_path(tmp)  # the data must be on disk before the rename makes it visible
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -61,6 +67,27 @@ def atomic_open(path: PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
         f.flush()
 
 
+@contextlib.contextmanager
+def atomic_dir(path: PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder beside `path`; when the block succeeds it replaces `path` (renames
+    only: readers see the old folder or the complete new one). On an exception the temporary folder goes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    if path.exists():
+        os.rename(path, old)
+    os.rename(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
     """Write `data` to `path` atomically."""
     with atomic_open(path, "wb") as f:
@@ -70,3 +97,12 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
 def atomic_write_text(path: PathLike, text: str) -> None:
     """Write `text` (UTF-8) to `path` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def sha256_file(path: PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
