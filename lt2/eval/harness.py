@@ -1,7 +1,10 @@
 """lm-eval model `lt2`: an exported LoopedLM behind lm-eval's LM interface.
 
-    lm_eval --model lt2 --model_args pretrained=<model dir>,tokenizer=<dir>,dtype=float32 --tasks piqa
+    python -m lt2.eval.harness run --model lt2 --model_args pretrained=<model dir>,tokenizer=<dir> --tasks piqa
     lm_eval.simple_evaluate(model="lt2", model_args={"pretrained": ..., "tokenizer": ...}, tasks=[...])
+
+(lm-eval's CLI has no plugin hook, so `python -m lt2.eval.harness` is that CLI with `lt2` registered; in
+Python, importing this module registers it.)
 
 Scoring (`loglikelihood`, `loglikelihood_rolling`): every sequence is `[bos] context continuation`, as
 documents start in training. Requests are sorted by length (lm-eval's Collator) and batched with the
