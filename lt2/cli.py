@@ -217,6 +217,57 @@ def cmd_eval_ppl(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_longctx(a: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+    import os
+
+    from lt2.eval.longctx import LongctxArgs, format_record
+
+    args = LongctxArgs(
+        context_lengths=[int(n) for n in a.lengths.split(",")] if a.lengths else None,
+        num_samples=a.num_samples, seed=a.seed, hub=not a.no_hub, max_gen_toks=a.max_gen_toks,
+        max_length=a.max_length, batch_size=a.batch_size, device=a.device, dtype=a.dtype,
+        **({"niah_tasks": a.niah_tasks.split(",")} if a.niah_tasks is not None else {}),
+        **({"recall_tasks": [t for t in a.recall_tasks.split(",") if t]} if a.recall_tasks is not None else {}),
+    )  # fmt: skip
+    args.check()
+    if not args.hub:  # before `datasets` is imported: it reads these once
+        os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
+    from lt2.eval.longctx import run_longctx
+    from lt2.report import provenance
+
+    inputs = [f"{a.model_dir}/config.json", f"{a.model_dir}/model.safetensors", a.tokenizer]
+    inputs += [a.haystack] if a.haystack else []
+    inputs += [f"{a.model_dir}/recipe.yaml"] if os.path.isfile(f"{a.model_dir}/recipe.yaml") else []  # its seq_len
+    with provenance.record([a.out], inputs=inputs, config={"eval_longctx": dataclasses.asdict(args)}):
+        record = run_longctx(a.model_dir, a.tokenizer, a.haystack, args)
+        provenance.atomic_write_text(a.out, json.dumps(record, indent=2, sort_keys=True) + "\n")
+    print(format_record(record))
+    return 0
+
+
+def _add_eval_longctx(evals) -> None:
+    q = evals.add_parser("longctx", help="NIAH-Single-1/2/3 per context length + the recall suite (Table 5)")
+    q.add_argument("model_dir", help="exported model: config.json + model.safetensors (+ recipe.yaml)")
+    q.add_argument("--tokenizer", required=True, help="tokenizer directory (tokenizer.json)")
+    q.add_argument("--haystack", default=None, help="JSONL documents NIAH-Single-2/3 hide the needle in")
+    q.add_argument("--out", required=True, help="result JSON (a .prov.json sidecar is written beside it)")
+    q.add_argument("--lengths", default=None, help="NIAH context lengths in tokens, e.g. 1024,2048,4096 "
+                                                   "(default: 0.5x, 1x, 2x the training length)")  # fmt: skip
+    q.add_argument("--num-samples", type=int, default=500, help="NIAH prompts per task and length")
+    q.add_argument("--seed", type=int, default=42)
+    q.add_argument("--niah-tasks", default=None, help="comma list (default: lt2_niah_single_1,_2,_3)")
+    q.add_argument("--recall-tasks", default=None, help="comma list, '' for none (default: the whole suite)")
+    q.add_argument("--no-hub", action="store_true", help="offline: recall tasks without cached data are not run")
+    q.add_argument("--max-gen-toks", type=int, default=128, help="NIAH answer tokens (RULER: 128)")
+    q.add_argument("--max-length", type=int, default=None, help="decode cache capacity (default: longest + answer)")
+    q.add_argument("--batch-size", type=int, default=8)
+    q.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
+    q.add_argument("--dtype", default="auto", help="auto (bfloat16 on CUDA, else float32) | float32 | bfloat16")
+    q.set_defaults(func=cmd_eval_longctx)
+
+
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="evaluate an exported model")
     evals = p.add_subparsers(dest="eval_command", required=True, metavar="<eval>")
@@ -234,6 +285,7 @@ def _add_eval(sub) -> None:
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_eval_ppl)
     _add_eval_zeroshot(evals)
+    _add_eval_longctx(evals)
 
 
 # ------------------------------------------------------------ eval zeroshot

@@ -69,7 +69,11 @@ def test_every_recipe_resolves(scale):
 
 
 def test_scales_have_the_same_rows():
-    assert rows("tiny") == rows("600M") == rows("1B")
+    # Except Table 5's long-context rows: 1.3B models trained at 2048 tokens (config/recipes/1B/longctx_*), a
+    # table the paper has at 1.3B only; at tiny scale its rows are the tiny recipes of the same models.
+    paper_rows = [r for r in rows("1B") if not r.startswith("longctx_")]
+    assert rows("tiny") == rows("600M") == paper_rows
+    assert all((RECIPES / "1B" / f"{r}.yaml").is_file() for r in rows("1B") if r.startswith("longctx_"))
 
 
 def test_recipe_files_lists_the_base_chain_for_provenance():

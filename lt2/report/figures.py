@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from lt2.files import atomic_path
-from lt2.report.registry import Entry, bench_throughput_records, recipe_id
+from lt2.report.registry import Entry, bench_throughput_records, longctx_records, recipe_id
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -97,8 +97,38 @@ def decode_throughput(inputs: list[Path]) -> Figure:
     return fig
 
 
+def niah_context(inputs: list[Path]) -> Figure:
+    """NIAH accuracy against context length, one line per model, one panel per NIAH task; each model's training
+    length is marked by a dotted vertical line in its colour (points right of it are extrapolation).
+
+    Inputs: `lt2 eval longctx` records.
+    """
+    records = [(recipe_id(p), json.loads(Path(p).read_text())) for p in sorted(inputs, key=recipe_id)]
+    tasks = sorted({task for _, rec in records for task in rec["niah"]})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.0 * len(tasks), 3.4), layout="constrained", squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for (scale, recipe), rec in records:
+            points = sorted((int(n), res["acc"]) for n, res in rec["niah"].get(task, {}).items())
+            (line,) = ax.plot(*zip(*points), "o-", label=f"{recipe} ({scale})")
+            ax.axvline(rec["train_seq_len"], linestyle=":", color=line.get_color())
+        ax.set_xscale("log", base=2)
+        ticks = sorted({int(n) for _, rec in records for n in rec["niah"].get(task, {})} |
+                       {rec["train_seq_len"] for _, rec in records})  # fmt: skip
+        ax.set_xticks(ticks, [str(t) for t in ticks], minor=False)
+        ax.minorticks_off()
+        ax.set_xlabel("context length (tokens)")
+        ax.set_ylim(-5, 105)
+        ax.set_title(task.removeprefix("lt2_").replace("niah_single_", "NIAH-Single-"))
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("accuracy (%)")
+    axes[0][-1].plot([], [], ":", color="gray", label="training length")
+    axes[0][-1].legend(fontsize="small")
+    return fig
+
+
 FIGURES: dict[str, Entry] = {
     "decode_throughput": Entry(decode_throughput, bench_throughput_records, "Decode tokens/s against context"),
+    "niah_context": Entry(niah_context, longctx_records, "NIAH accuracy against context length"),
     "training_curve": Entry(training_curve, "train/{scale}/{recipe}/metrics.jsonl", "Training and validation loss"),
 }
 

@@ -72,3 +72,11 @@ def bench_train_records(config: Mapping[str, Any]) -> list[str]:
         raise ValueError("the train_throughput table needs config bench.train (a GPU benchmark run)")
     train = bench["train"]
     return [f"bench/train/{train['scale']}/{recipe}.json" for recipe in train["recipes"]]
+
+
+def longctx_records(config: Mapping[str, Any]) -> list[str]:
+    """One `lt2 eval longctx` record per recipe of config eval.longctx.recipes (the Table 5 rows)."""
+    longctx = config.get("eval", {}).get("longctx")
+    if not longctx or not longctx.get("recipes"):
+        raise ValueError("the long_context table/figure need config eval.longctx.recipes (<scale>/<recipe> ids)")
+    return [f"eval/longctx/{rid}.json" for rid in longctx["recipes"]]

@@ -24,7 +24,7 @@ import pandas as pd
 
 from lt2.report.eval_tables import PPL, ZEROSHOT, ablation_recipes, ablation_table, lm_table
 from lt2.report.provenance import atomic_write_text
-from lt2.report.registry import Entry, bench_throughput_records, bench_train_records, recipe_id
+from lt2.report.registry import Entry, bench_throughput_records, bench_train_records, longctx_records, recipe_id
 
 PAPER_COLUMNS = ["table", "row", "column", "value", "source"]
 
@@ -137,8 +137,43 @@ def decode_table(inputs: list[Path]) -> pd.DataFrame:
     return df[["recipe", "scale", "engine", *decode, *roofline]]
 
 
+# Table 5's columns: lm-eval recall task -> the paper's column, NIAH task -> the paper's prefix.
+RECALL_COLUMNS = {"swde": "SWDE", "squad_completion": "SQuAD", "fda": "FDA", "based_triviaqa": "TriviaQA",
+                  "based_nq": "NQ", "based_drop": "DROP"}  # fmt: skip
+NIAH_COLUMNS = {"lt2_niah_single_1": "NIAH-S1", "lt2_niah_single_2": "NIAH-S2", "lt2_niah_single_3": "NIAH-S3"}
+
+
+def _length_label(tokens: int) -> str:
+    """The paper's context labels: 1024 -> 1K, 4096 -> 4K; other lengths stay numbers (the tiny 384)."""
+    return f"{tokens // 1024}K" if tokens % 1024 == 0 else str(tokens)
+
+
+def long_context_table(inputs: list[Path]) -> pd.DataFrame:
+    """Long context (the paper's Table 5): recall suite (contains %) and NIAH accuracy (%) per context length.
+
+    Inputs: `lt2 eval longctx` records. A recall task that did not run shows why ("not run: needs <dataset>
+    from the Hub"), so no column is silently missing.
+    """
+
+    def columns(rec: dict) -> dict:
+        row = {"trained at": rec["train_seq_len"], "NIAH samples/length": rec["num_samples"]}
+        for task, column in RECALL_COLUMNS.items():
+            res = rec["recall"].get(task)
+            if res is not None:
+                row[column] = res["contains"] if res["status"] == "ok" else res["status"]
+        for task, prefix in NIAH_COLUMNS.items():
+            for length, res in rec["niah"].get(task, {}).items():
+                row[f"{prefix}@{_length_label(int(length))}"] = res["acc"]
+        return row
+
+    return per_recipe_table(inputs, columns)
+
+
 TABLES: dict[str, Entry] = {
     "decode": Entry(decode_table, bench_throughput_records, "Decode throughput (tokens/s) against batch and context"),
+    "long_context": Entry(
+        long_context_table, longctx_records, "Long context: recall-intensive tasks and NIAH (the paper's Table 5)"
+    ),
     "lm": Entry(lm_table, (ZEROSHOT, PPL), "Zero-shot accuracy (acc_norm where defined, else acc) and perplexity"),
     "model_size": Entry(
         model_size_table, "model_info/{scale}/{recipe}.json", "Model sizes and analytic costs (the paper's Table 1)"

@@ -30,8 +30,9 @@ def test_paper_dry_run_lists_every_job(workflow):
         "model_info": n,
         "eval_ppl": n,
         "eval_zeroshot": n,
-        "table": 8,  # model_size, lm, 4 ablations, decode, train_throughput: one wildcard rule builds every table
-        "figure": 2,  # training_curve, decode_throughput
+        "eval_longctx": 8,  # the 1.3B Table 5 rows trained at 2048 tokens (config eval.longctx)
+        "table": 9,  # model_size, lm, 4 ablations, decode, train_throughput, long_context: one wildcard rule each
+        "figure": 3,  # training_curve, decode_throughput, niah_context
         "bench_throughput": 1,  # one GPU job times every benchmarked recipe side by side
         "bench_train": 2,  # the 600M full-attention and GDN loops, one GPU job each
         "all": 1,
@@ -43,6 +44,15 @@ def test_paper_dry_run_lists_every_job(workflow):
     assert "results/paper/train/1B/_base" not in res.stdout  # ... and never recipes themselves
     assert "lt2 bench train config/recipes/600M/looped_pure_gdn.yaml data.batch_size=2" in res.stdout
     assert "results/paper/bench/train/600M/looped_pure_full.json" in res.stdout
+    assert "lt2 eval longctx results/paper/train/1B/longctx_hybrid_gdn_dsa --tokenizer" in res.stdout
+    assert "--lengths 1024,2048,4096" in res.stdout
+
+
+def test_long_context_table_plans_only_its_recipes(workflow):
+    res = snakemake(workflow, "-n", "-p", "results/test/tables/long_context.md")
+    counts = job_counts(res.stdout)
+    assert counts == {"download": 1, "shuffle": 1, "tokenizer": 1, "train": 1, "eval_longctx": 1, "table": 1}, counts
+    assert "--lengths 256,384,512 --no-hub" in res.stdout  # the offline tiny default
 
 
 def test_one_table_plans_only_its_ancestors(workflow):

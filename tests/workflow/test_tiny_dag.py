@@ -30,6 +30,8 @@ FINAL = [
     "results/test/tables/ablation_gate.md",
     "results/test/tables/model_size.md",
     "figures/test/training_curve.png",
+    "results/test/tables/long_context.md",
+    "figures/test/niah_context.png",
 ]
 
 
@@ -61,6 +63,10 @@ def test_tiny_dag_produces_every_output(tiny_run):
     assert "avg acc" in lm[0].split(",")
     gate = (tiny_run / "results/test/tables/ablation_gate.csv").read_text()
     assert gate.count(",not run,") == 2 and gate.count(",ok,") == 2  # the gated loops are not in the test run
+    # Table 5 offline: NIAH at every configured length, every recall task listed with why it did not run.
+    longctx = (tiny_run / "results/test/tables/long_context.csv").read_text()
+    assert "looped_pure_full" in longctx and "NIAH-S3@384" in longctx
+    assert "not run: needs hazyresearch/based_nq_2048 from the Hub" in longctx
 
 
 def test_every_result_has_matching_provenance(tiny_run):
@@ -94,7 +100,7 @@ def test_html_report(tiny_run, tmp_path):
     """`snakemake --report` bundles the final tables and figure with their captions."""
     snakemake(tiny_run, "--report", str(tmp_path / "report.html"))
     html = (tmp_path / "report.html").read_text(errors="replace")
-    for name in ("lm.csv", "model_size.csv", "training_curve.png"):
+    for name in ("lm.csv", "model_size.csv", "training_curve.png", "long_context.csv", "niah_context.png"):
         assert name in html
 
 

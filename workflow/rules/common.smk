@@ -245,3 +245,15 @@ def zeroshot_args(wildcards):
     zs = config["eval"]["zeroshot"]
     args = f"--tasks {','.join(zs['tasks'])} --data {zs['data']} --batch-size {zs['batch_size']}"
     return args + (f" --limit {zs['limit']}" if zs["limit"] is not None else "")
+
+
+def longctx_args(wildcards):
+    """`lt2 eval longctx` options from config `eval.longctx` (the NIAH grid, the answer budget, the Hub)."""
+    lc = config["eval"]["longctx"]
+    flags = [f"--num-samples {lc['num_samples']}", f"--max-gen-toks {lc['max_gen_toks']}",
+             f"--batch-size {lc['batch_size']}", f"--seed {lc['seed']}"]  # fmt: skip
+    if lc["context_lengths"]:
+        flags.append("--lengths " + ",".join(str(n) for n in lc["context_lengths"]))
+    if not lc["hub"]:
+        flags.append("--no-hub")
+    return " ".join(flags)

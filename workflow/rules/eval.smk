@@ -1,5 +1,6 @@
 # Per-recipe evaluation records that the report tables read: analytic model costs (no training needed)
-# validation perplexity of the trained model on its corpus's held-out file, and lm-eval zero-shot accuracy.
+# validation perplexity of the trained model on its corpus's held-out file, and lm-eval zero-shot accuracy;
+# the long-context suite (Table 5) of the recipes config eval.longctx lists (NIAH haystacks: the held-out file).
 
 
 rule model_info:
@@ -54,3 +55,24 @@ rule eval_zeroshot:
         "zero-shot tasks of {wildcards.scale}/{wildcards.recipe}"
     shell:
         "lt2 eval zeroshot {params.model_dir} --tokenizer {input.tokenizer} --out {output} {params.args} > {log} 2>&1"
+
+
+rule eval_longctx:
+    input:
+        model=rules.train.output.model,
+        config=rules.train.output.config,
+        recipe=rules.train.output.recipe,
+        haystack=corpus_val,
+        tokenizer=TOKENIZER_DIR,
+    output:
+        result_path("eval/longctx/{scale}/{recipe}.json"),
+    log:
+        log_path("eval/longctx/{scale}/{recipe}.log"),
+    params:
+        model_dir=subpath(input.model, parent=True),
+        args=longctx_args,
+    message:
+        "long-context evaluation (NIAH, recall suite) of {wildcards.scale}/{wildcards.recipe}"
+    shell:
+        "lt2 eval longctx {params.model_dir} --tokenizer {input.tokenizer} --haystack {input.haystack}"
+        " --out {output} {params.args} > {log} 2>&1"
