@@ -22,7 +22,7 @@ A fast path outside that is doing different (wrong or less precise) maths, not j
     forward   logits;
     backward  every parameter's gradient, each against its own floor; the row names the parameter with
               the largest error / tolerance ratio;
-    decode    prefill + one-token steps through the fast path (eager), logits of the last prompt token and
+    decode    prefill + 64 one-token steps through the fast path (eager), logits of the last prompt token and
               of every step, vs ref64's forward at the same positions (the model is causal);
     graph     the same steps replayed from a CUDA graph;
     compile   the same steps torch.compile'd (then graph-captured): exactly one compiled graph, no
@@ -187,7 +187,7 @@ def _decode(model: LoopedLM, tokens: torch.Tensor, prompt: int, steps: int, opti
 
 
 def verify_case(
-    pattern: str, args: ModelArgs, batch: int, seq_len: int, device: torch.device, steps: int = 32
+    pattern: str, args: ModelArgs, batch: int, seq_len: int, device: torch.device, steps: int = 64
 ) -> list[Check]:
     """Every check of one case (see the module docstring); a check that cannot run is a failed row."""
     fast, ref16, ref64 = models(args, device)
