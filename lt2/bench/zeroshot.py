@@ -72,6 +72,8 @@ def bench_zeroshot(
 ) -> dict[str, Any]:
     """Build `recipe_path`'s model with random weights (vocabulary = the tokenizer's), evaluate it on
     `args.tasks`, write the record to `out` inside the provenance boundary; returns the record."""
+    import torch
+
     from lt2.config import load_recipe, recipe_files, to_dict
     from lt2.data.tokenizer import Tokenizer
     from lt2.eval.zeroshot import run_zeroshot
@@ -101,6 +103,7 @@ def bench_zeroshot(
             setup_s=setup_s, target_s=TARGET_S, full_estimate=extrapolate(record),
         )  # fmt: skip
         record["model"] = "random weights (not kept)"
+        record["gpu"] = torch.cuda.get_device_name(record["device"]) if record["device"].startswith("cuda") else None
         provenance.atomic_write_text(out, json.dumps(record, indent=2, sort_keys=True) + "\n")
         rec.extra["device"] = record["device"]
     return record
@@ -110,7 +113,8 @@ def summary(record: dict[str, Any]) -> str:
     """Console lines: per-task documents and requests, the speed, and the verdict against the target."""
     lines = [f"{t:16s} {v['documents']:6d} docs {v['requests']:7d} requests" for t, v in record["tasks"].items()]
     speed = f"{record['requests']} requests in {record['seconds']:.0f} s = {record['requests_per_s']:.1f} requests/s"
-    lines.append(f"{speed} on {record['device']}, {record['params'] / 1e9:.2f}B params {record['recipe']}")
+    device = record.get("gpu") or record["device"]
+    lines.append(f"{speed} on {device}, {record['params'] / 1e9:.2f}B params {record['recipe']}")
     est = record["full_estimate"]
     total = est["seconds"] if est else record["seconds"]
     what = f"full validation sets (estimated: {est['requests']} requests)" if est else "full validation sets"
