@@ -102,12 +102,39 @@ def _add_bench_throughput(cmds) -> None:
     p.set_defaults(func=cmd_bench_throughput)
 
 
+def cmd_bench_zeroshot(a: argparse.Namespace) -> int:
+    from lt2.bench.zeroshot import bench_zeroshot, summary
+    from lt2.eval.zeroshot import ZeroShotArgs
+
+    args = ZeroShotArgs(tasks=[t for t in a.tasks.split(",") if t], data="local", limit=a.limit,
+                        batch_size=a.batch_size, device=a.device, dtype=a.dtype)  # fmt: skip
+    print(summary(bench_zeroshot(a.recipe, a.overrides, a.tokenizer, args, a.out)))
+    return 0
+
+
+def _add_bench_zeroshot(cmds) -> None:
+    from lt2.eval.tasks import PAPER_TASKS
+
+    p = cmds.add_parser("zeroshot", help="lt2 eval zeroshot's speed on the ten tasks, random-weight model of a recipe")
+    _recipe_args(p)
+    p.add_argument("--tokenizer", required=True, help="tokenizer directory (the model's vocabulary follows it)")
+    out_help = "JSON record (+ .prov.json), e.g. results/paper/bench/zeroshot/<recipe>.json"
+    p.add_argument("--out", required=True, help=out_help)
+    p.add_argument("--tasks", default=",".join(PAPER_TASKS), help="comma-separated tasks (local data)")
+    p.add_argument("--limit", type=int, default=None, help="first N documents per task, full time extrapolated")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
+    p.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16")
+    p.set_defaults(func=cmd_bench_zeroshot)
+
+
 def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks (each prints a table and writes one JSON record)")
     cmds = p.add_subparsers(dest="bench_command", required=True, metavar="<bench>")
     _add_bench_decode_kernels(cmds)
     _add_bench_throughput(cmds)
     _add_bench_train(cmds)
+    _add_bench_zeroshot(cmds)
 
 
 # ------------------------------------------------------------------ data
@@ -303,7 +330,7 @@ def cmd_eval_zeroshot(a: argparse.Namespace) -> int:
         provenance.atomic_write_text(a.out, json.dumps(record, indent=2, sort_keys=True) + "\n")
         rec.extra["device"] = record["device"]
     for task, metrics in record["tasks"].items():
-        shown = "  ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()) if k != "documents")
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()) if k not in ("documents", "requests"))
         print(f"{task:16s} {shown}  ({metrics['documents']} docs)")
     print(f"{record['requests']} requests in {record['seconds']:.1f} s ({record['requests_per_s']:.1f} requests/s)")
     return 0

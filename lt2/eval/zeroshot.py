@@ -3,7 +3,7 @@
 Order of work, so every bad input fails before anything expensive: the model directory and the tokenizer
 are checked (files, vocabulary), then the tasks are built with their documents (missing data names the
 task), then the weights are loaded and lm-eval runs. The record holds, per task, every metric lm-eval
-reports with its stderr, the number of documents, and the lm-eval version, plus the request count and
+reports with its stderr, the number of documents and of requests, and the lm-eval version, plus the request count and
 wall time (requests/s is the speed figure of the evaluation benchmark).
 """
 
@@ -86,6 +86,8 @@ def run_zeroshot(
         task_manager=task_manager(),  # the tasks are built: skip indexing lm-eval's thousands of YAMLs (~20 s)
     )  # fmt: skip
     seconds = time.perf_counter() - start
+    # lm-eval built each task's requests (one per choice) on the Task objects passed in: count them per task
+    requests = {task.config.task: len(task.instances) for task in tasks}
     record: dict[str, Any] = {
         "model": str(model_dir),
         "tokenizer": str(tokenizer_dir or Path(model_dir) / "tokenizer"),
@@ -95,7 +97,8 @@ def run_zeroshot(
         "dtype": str(lm.dtype).removeprefix("torch."),
         "device": str(lm.device),
         "tasks": {
-            t: {**task_metrics(out["results"], t), "documents": out["n-samples"][t]["effective"]} for t in args.tasks
+            t: {**task_metrics(out["results"], t), "documents": out["n-samples"][t]["effective"], "requests": n}
+            for t, n in requests.items()
         },
         "requests": lm.requests_done,
         "seconds": seconds,

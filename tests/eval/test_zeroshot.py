@@ -35,6 +35,8 @@ def test_cli_equals_simple_evaluate(tmp_path, tokenizer_dir, make_model):
         task_manager=tasks_mod.task_manager(),  # an empty index: lm-eval's full one takes ~20 s to build
     )["results"]
     assert record["lm_eval_version"] == lm_eval.__version__ and record["requests"] > 0
+    assert record["tasks"]["copa"]["requests"] == 12  # one per choice
+    assert sum(t["requests"] for t in record["tasks"].values()) == record["requests"]
     for task in ("copa", "arc_easy"):
         ours = record["tasks"][task]
         assert ours["documents"] == 6
