@@ -278,9 +278,13 @@ def _add_eval(sub) -> None:
 
 # ------------------------------------------------------------------ export
 def cmd_export(a: argparse.Namespace) -> int:
-    from lt2.train.checkpoint import export_checkpoint
+    from lt2.report import provenance
+    from lt2.train.checkpoint import export_checkpoint, resolve_checkpoint
 
-    used = export_checkpoint(a.checkpoint, a.out_dir)
+    checkpoint = resolve_checkpoint(a.checkpoint)
+    outputs = [f"{a.out_dir}/model.safetensors", f"{a.out_dir}/config.json"]
+    with provenance.record(outputs, inputs=[checkpoint], config={"export": str(checkpoint)}):
+        used = export_checkpoint(checkpoint, a.out_dir)
     print(f"exported {used} -> {a.out_dir}")
     return 0
 

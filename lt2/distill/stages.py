@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from lt2.config import Recipe, to_dict
-from lt2.distill.args import DistillArgs, load_distill, validate_distill
+from lt2.distill.args import DistillArgs, StageArgs, load_distill, validate_distill
 from lt2.distill.objectives import AttentionAlignment, LogitDistillation
 from lt2.distill.select import select_by_kl, student_from_stage1
 from lt2.distill.student import build_student, full_layer_pattern
@@ -41,6 +41,7 @@ from lt2.train.distributed import DistInfo, parallelize
 logger = logging.getLogger(__name__)
 
 SELECTION = "selection.json"
+OUTPUT_FILES = ("model.safetensors", "config.json", "metrics.jsonl", "recipe.yaml")  # what --out holds
 
 
 def load_teacher(directory: str | Path, device: torch.device) -> LoopedLM:
@@ -154,6 +155,18 @@ def prepare(
     return student, build, None
 
 
+def stage_inputs(config: str, run: StageArgs, teacher_dir: str | None, init_dir: str | None) -> list[Path]:
+    """What a stage reads, for its provenance: the YAML, the models' files, the data chunks, val file, tokenizer."""
+    from lt2.data.loader import find_chunks
+
+    inputs = [Path(config)]
+    for directory in (teacher_dir, init_dir):
+        if directory:
+            inputs += sorted(p for p in Path(directory).iterdir() if p.name in ("config.json", "model.safetensors"))
+    inputs += [*find_chunks(run.data.train_dir), Path(run.data.tokenizer)]
+    return inputs + ([Path(run.data.val_file)] if run.data.val_file else [])
+
+
 def run_stage(
     stage: str,
     config: str,
@@ -172,13 +185,12 @@ def run_stage(
 
     args = load_distill(config, overrides)
     validate_distill(args, stage)
+    inputs = stage_inputs(config, args.stage(stage), teacher_dir, init_dir)
     setup_logging()
     run, run_dir = args.stage(stage), Path(dump_dir)
     info = init_distributed()
     trainer = None
-    inputs = [config, *[d for d in (teacher_dir, init_dir) if d], run.data.train_dir, run.data.tokenizer]
-    inputs += [run.data.val_file] if run.data.val_file else []
-    outputs = [out_dir] if out_dir is not None and info.is_main else []
+    outputs = [Path(out_dir) / name for name in OUTPUT_FILES] if out_dir is not None and info.is_main else []
     try:
         with (
             provenance.record(outputs, inputs=inputs, config={"stage": stage, **to_dict(args)}) as rec,

@@ -156,8 +156,44 @@ def decode_table(inputs: list[Path]) -> pd.DataFrame:
     return df[["recipe", "scale", "engine", *decode, *roofline]]
 
 
+def distill_table(inputs: list[Path]) -> pd.DataFrame:
+    """Teacher vs distilled student from `.../distill/<scale>/{eval,bench}/{teacher,student}.json`: validation
+    perplexity (`lt2 eval ppl`) and decode cost (`lt2 distill bench`), with the student / teacher ratios."""
+    rows: dict[tuple[str, str], dict] = {}
+    for path in inputs:
+        path = Path(path)
+        kind, scale, role = path.parent.name, path.parent.parent.name, path.stem
+        rec = json.loads(path.read_text())
+        row = rows.setdefault((scale, role), {"recipe": role, "scale": scale})
+        if kind == "eval":
+            row.update({"val ppl": rec["ppl"], "val bits/byte": rec["bits_per_byte"], "eval tokens": rec["tokens"]})
+        elif kind == "bench":
+            mixers = pd.Series([m for loop in rec["mixer_map"] for m in loop]).value_counts()
+            row.update({
+                "params (M)": rec["params"] / 1e6,
+                "mixers (loop x layer)": ", ".join(f"{m} x{n}" for m, n in mixers.items()),
+                "decode ctx": rec["ctx"],
+                "decode cache MiB": rec["cache_bytes"] / 2**20,
+                "decode step MB": rec["decode_step_bytes"] / 1e6,
+                "decode tok/s": rec["decode_tokens_per_s"],
+                "decode device": rec["device"],
+            })  # fmt: skip
+        else:
+            raise ValueError(f"{path}: expected .../distill/<scale>/(eval|bench)/<role>.json")
+    df = pd.DataFrame(list(rows.values()))
+    for scale in df["scale"].unique():
+        teacher = df[(df["scale"] == scale) & (df["recipe"] == "teacher")]
+        if teacher.empty:
+            continue
+        for column in ("val ppl", "decode cache MiB", "decode step MB", "decode tok/s"):
+            if column in df:
+                df.loc[df["scale"] == scale, f"{column} vs teacher"] = df[column] / teacher[column].iloc[0]
+    return df
+
+
 TABLES: dict[str, Callable[[list[Path]], pd.DataFrame]] = {
     "decode": decode_table,
+    "distill": distill_table,
     "lm": lm_table,
     "model_size": model_size_table,
     "train_throughput": train_throughput_table,

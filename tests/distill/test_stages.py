@@ -17,7 +17,7 @@ import sys
 import time
 
 import pytest
-from conftest import data_overrides, env, in_process, lt2
+from distill_helpers import data_overrides, env, in_process, lt2
 
 STAGES = {
     "stage1": {"steps": 30, "lr": 1e-2, "warmup_steps": 3, "lr_min_ratio": 0.1},
@@ -104,7 +104,8 @@ def test_student_ends_near_the_teacher(pipeline, teacher_dir):
     assert student < teacher + 0.25, (student, teacher)  # nats per token
     for stage in ("stage1", "stage2", "stage3"):
         assert (root / stage / "model.safetensors").is_file()
-        assert (root / f"{stage}.prov.json").is_file()
+        for name in ("model.safetensors", "config.json", "metrics.jsonl", "recipe.yaml"):
+            assert (root / stage / f"{name}.prov.json").is_file(), (stage, name)
     cfg = json.loads((root / "stage2" / "config.json").read_text())
     assert cfg["pattern"] == "gdn,gdn,full"
 

@@ -37,6 +37,15 @@ def test_paper_dry_run_lists_every_job(workflow):
         "figure_decode_throughput": 1,
         "bench_train": 2,  # the 600M full-attention and GDN loops, one GPU job each
         "table_train_throughput": 1,
+        "distill_teacher": 1,  # Ouro-1.4B from the Hub at its pinned revision, converted
+        "distill_tokenizer": 1,  # the teacher's tokenizer: the stages read the corpus with it
+        "distill_stage1": 1,
+        "distill_stage2": 1,
+        "distill_stage3": 1,
+        "distill_export": 1,
+        "distill_eval": 2,  # teacher and student
+        "distill_bench": 2,
+        "table_distill": 1,
         "all": 1,
     }, counts
     assert "--kind hf --name meta-llama/Meta-Llama-3-8B" in res.stdout

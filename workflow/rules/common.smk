@@ -23,6 +23,7 @@ wildcard_constraints:
     scale="|".join(SCALES),
     recipe=r"[A-Za-z0-9_.-]+",
     dataset=r"[A-Za-z0-9_.-]+",
+    role="teacher|student",
 
 
 # ---------------------------------------------------------------- paths
@@ -270,3 +271,117 @@ def ppl_args(wildcards):
     flags = {"--seq-len": ppl["seq_len"], "--stride": ppl["stride"], "--batch-size": ppl["batch_size"],
              "--max-tokens": ppl["max_tokens"]}  # fmt: skip
     return " ".join(f"{flag} {value}" for flag, value in flags.items() if value is not None)
+
+
+# ---------------------------------------------------------------- distillation (workflow/rules/distill.smk)
+# Config `distill`: the distillation YAML, its teacher (a recipe this config trains, or an Ouro checkpoint
+# named in that YAML) and the decode-cost settings. Absent: no distillation jobs.
+DISTILL = config.get("distill") or {}
+
+
+def distill_yaml():
+    return yaml.safe_load(Path(DISTILL["config"]).read_text()) or {}
+
+
+def distill_scale():
+    return distill_yaml()["scale"]
+
+
+def distill_path(path):
+    return result_path(f"distill/{distill_scale()}/{path}")
+
+
+def distill_run(stage):
+    return run_path(f"distill/{distill_scale()}/{stage}")
+
+
+def distill_from_hub():
+    """True when the teacher is an Ouro checkpoint from the Hub (converted by rule distill_teacher)."""
+    return DISTILL["teacher"]["source"] == "hub"
+
+
+def distill_teacher_dir():
+    if distill_from_hub():
+        return distill_path("teacher")
+    return result_path(f"train/{DISTILL['teacher']['recipe']}")
+
+
+def distill_teacher_files(wildcards=None):
+    return [f"{distill_teacher_dir()}/model.safetensors", f"{distill_teacher_dir()}/config.json"]
+
+
+def distill_hub():
+    """(repository, pinned revision) of the Ouro teacher, from the distillation YAML."""
+    teacher = distill_yaml().get("teacher") or {}
+    if "hub_id" not in teacher or "revision" not in teacher:
+        raise ValueError(f"{DISTILL['config']}: a Hub teacher needs teacher.hub_id and teacher.revision")
+    return teacher["hub_id"], teacher["revision"]
+
+
+def distill_tokenizer():
+    """The tokenizer the stages read data with: the teacher's (Ouro's from the Hub), else the run's own."""
+    return distill_path("tokenizer") if distill_from_hub() else TOKENIZER_DIR
+
+
+def distill_corpus():
+    return config["corpus"][distill_scale()]
+
+
+def distill_chunks(wildcards):
+    return chunk_files(distill_corpus())
+
+
+def distill_val(wildcards):
+    return val_file(distill_corpus())
+
+
+def distill_tokenizer_input(wildcards):
+    return distill_tokenizer()
+
+
+def distill_teacher_param(wildcards):
+    return distill_teacher_dir()
+
+
+def distill_hub_id(wildcards):
+    return distill_hub()[0]
+
+
+def distill_revision(wildcards):
+    return distill_hub()[1]
+
+
+def distill_overrides(stage):
+    """Data paths of one stage as dot-list overrides (the same packed data as pre-training)."""
+
+    def overrides(wildcards, input):
+        corpus = distill_corpus()
+        return shlex.join(
+            [
+                f"{stage}.data.train_dir={shuffled_dir(corpus)}",
+                f"{stage}.data.val_file={val_file(corpus)}",
+                f"{stage}.data.tokenizer={distill_tokenizer()}",
+            ]
+        )
+
+    return overrides
+
+
+def distill_role_dir(wildcards):
+    return distill_teacher_dir() if wildcards.role == "teacher" else distill_path("student")
+
+
+def distill_role_files(wildcards):
+    return [f"{distill_role_dir(wildcards)}/model.safetensors", f"{distill_role_dir(wildcards)}/config.json"]
+
+
+def distill_bench_args(wildcards):
+    bench = DISTILL["bench"]
+    return f"--ctx {bench['ctx']} --batch {bench['batch']} --steps {bench['steps']} --device {bench['device']}"
+
+
+def distill_records(wildcards):
+    """Inputs of the distill table: quality and decode cost of the teacher and the student."""
+    if not DISTILL:
+        raise ValueError("the distill table needs config `distill`")
+    return expand(distill_path("{kind}/{role}.json"), kind=["eval", "bench"], role=["teacher", "student"])

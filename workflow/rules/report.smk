@@ -97,3 +97,20 @@ rule table_train_throughput:
     shell:
         "lt2 report table train_throughput --inputs {input.records} --paper {input.paper}"
         " --md {output.md} --csv {output.csv} --tex {output.tex} > {log} 2>&1"
+
+
+rule table_distill:
+    input:
+        records=distill_records,
+        paper=paper_csv("distill"),
+    output:
+        md=result_path("tables/distill.md"),
+        csv=report(result_path("tables/distill.csv"), caption="../report/distill.rst", category="Tables"),
+        tex=result_path("tables/distill.tex"),
+    log:
+        log_path("tables/distill.log"),
+    message:
+        "table distill ({input.records})"
+    shell:
+        "lt2 report table distill --inputs {input.records} --paper {input.paper}"
+        " --md {output.md} --csv {output.csv} --tex {output.tex} > {log} 2>&1"
