@@ -65,7 +65,7 @@ def test_committed_paper_csvs_are_valid():
 
 
 def test_unknown_table_names_the_choices(tmp_path):
-    with pytest.raises(ValueError, match="known tables: decode, lm, model_size"):
+    with pytest.raises(ValueError, match="known tables: decode, distill, lm, model_size"):
         build_table("nope", [tmp_path / "x.json"])
 
 
