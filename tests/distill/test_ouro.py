@@ -165,19 +165,16 @@ def test_other_checkpoints_are_refused_naming_the_first_mismatch(tmp_path, edit,
 
 
 def test_hub_download_reads_a_pinned_snapshot(tmp_path, monkeypatch):
-    """download_ouro asks huggingface_hub for the pinned revision and loads the snapshot folder it returns."""
-    import huggingface_hub
+    """download_ouro goes through huggingface_hub's snapshot_download (offline here) on a cache laid out like the
+    Hub's: the pinned tag resolves to its commit's snapshot folder, which loads."""
+    import huggingface_hub.constants
 
     commit = "0123456789abcdef0123456789abcdef01234567"
-    snapshot = write_ouro(tmp_path / "models--ByteDance--Ouro-1.4B" / "snapshots" / commit)
-    calls = []
-
-    def fake_snapshot_download(repo_id, revision, cache_dir, allow_patterns):
-        calls.append((repo_id, revision, tuple(allow_patterns)))
-        return str(snapshot)
-
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    repo = tmp_path / "models--ByteDance--Ouro-1.4B"
+    write_ouro(repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "v1").write_text(commit)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     folder, resolved = download_ouro("ByteDance/Ouro-1.4B", "v1", cache_dir=tmp_path)
-    assert calls == [("ByteDance/Ouro-1.4B", "v1", ("config.json", "*.safetensors", "model.safetensors.index.json"))]
-    assert resolved == commit
+    assert resolved == commit and folder == repo / "snapshots" / commit
     assert load_ouro(folder).args.n_layers == 3

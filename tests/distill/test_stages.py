@@ -130,3 +130,26 @@ def test_killed_stage_resumes_on_the_same_curve(pipeline, corpus, teacher_dir, t
     assert sorted(resumed) == sorted(golden)
     for step, record in golden.items():
         assert {k: resumed[step][k] for k in DETERMINISTIC} == {k: record[k] for k in DETERMINISTIC}, step
+
+
+def test_kl_guided_selection_is_made_once_and_kept(pipeline, corpus, teacher_dir, tmp_path):
+    """select=kl scores every layer restored alone on held-out tokens, writes selection.json, and a resumed
+    stage reads the same choice back instead of scoring again."""
+    import torch
+
+    from lt2.distill.args import load_distill
+    from lt2.distill.stages import SELECTION, load_teacher, stage2_pattern
+    from lt2.model import LoopedLM
+    from lt2.train.distributed import DistInfo
+
+    root, _ = pipeline
+    cfg = config(tmp_path / "kl.yaml", {"select": "kl", "n_full": 1, "select_tokens": 64})
+    args = load_distill(cfg, data_overrides(corpus, "stage2"))
+    info = DistInfo(0, 1, 0, torch.device("cpu"), None)
+    teacher, stage1 = load_teacher(teacher_dir, info.device), LoopedLM.from_pretrained(root / "stage1")
+    pattern = stage2_pattern(args, teacher, stage1, tmp_path, info)
+    saved = json.loads((tmp_path / SELECTION).read_text())
+    assert pattern.split(",").count("full") == 1 and pattern.split(",").index("full") == saved["full_layers"][0]
+    assert sorted(saved["kl_when_restored"]) == ["0", "1", "2"]
+    (tmp_path / SELECTION).write_text(json.dumps({"full_layers": [0]}))  # the cached choice wins
+    assert stage2_pattern(args, teacher, stage1, tmp_path, info) == "full,gdn,gdn"
