@@ -132,11 +132,19 @@ def test_ouro_forward_and_decode_equal_the_reference(tmp_path):
 
 
 def test_convert_writes_our_model_folder(tmp_path):
+    from lt2.cli import main
+
     src = write_ouro(tmp_path / "ouro")
     model = convert_ouro(src, tmp_path / "out").eval()
     loaded = LoopedLM.from_pretrained(tmp_path / "out").eval()
     tokens = torch.randint(0, 61, (1, 9))
     torch.testing.assert_close(loaded(tokens), model(tokens), rtol=0, atol=0)
+    assert main(["convert", "ouro", str(src), str(tmp_path / "cli")]) == 0  # `lt2 convert ouro`, with provenance
+    for name in ("model.safetensors", "config.json"):
+        assert (tmp_path / "cli" / name).read_bytes() == (tmp_path / "out" / name).read_bytes()
+        record = json.loads((tmp_path / "cli" / f"{name}.prov.json").read_text())
+        assert record["config"]["convert"] == "ouro"
+    assert main(["convert", "ouro", str(tmp_path / "cli"), str(tmp_path / "again")]) == 2  # ours is not Ouro
 
 
 @pytest.mark.parametrize(
