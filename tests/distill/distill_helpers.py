@@ -1,4 +1,4 @@
-"""Helpers of the distillation tests: the synthetic corpus, `lt2` runs in and out of process, data overrides.
+"""Helpers of the distillation tests: the synthetic corpus, `lt2` runs in this process, data overrides.
 
 The corpus is generated from a fixed seed (pseudo-words), so nothing is downloaded.
 """
@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import random
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,20 +34,6 @@ def env() -> dict[str, str]:
     out = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     out.pop("RANK", None)
     return out
-
-
-def lt2(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    """Run `lt2 ...` in a subprocess (one thread); fails with its output unless it exits 0."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "lt2.cli", *map(str, args)],
-        env=env(),
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        timeout=timeout,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:]
-    return proc
 
 
 def in_process(args: list) -> None:

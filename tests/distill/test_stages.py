@@ -17,7 +17,7 @@ import sys
 import time
 
 import pytest
-from distill_helpers import data_overrides, env, in_process, lt2
+from distill_helpers import data_overrides, env, in_process
 
 STAGES = {
     "stage1": {"steps": 20, "lr": 1e-2, "warmup_steps": 3, "lr_min_ratio": 0.1},
@@ -124,7 +124,7 @@ def test_killed_stage_resumes_on_the_same_curve(pipeline, corpus, teacher_dir, t
     assert proc.poll() is None, proc.stdout.read()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    lt2(*args)
+    in_process(args)  # resume (in this process: no second interpreter start-up)
     resumed = {r["step"]: r for r in metrics(run_dir) if "loss" in r}
     golden = {r["step"]: r for r in metrics(root / "run_stage2") if "loss" in r}
     assert sorted(resumed) == sorted(golden)
