@@ -118,6 +118,8 @@ def prepare(
     from lt2.train.loss import CausalLMLoss
 
     run = args.stage(stage)
+    if run.linear_lr is not None and stage != "stage2":
+        logger.warning("%s.linear_lr ignored: only stage 2 trains the linear mixers at their own lr", stage)
     needs = {"stage1": ("teacher",), "stage2": ("teacher", "init"), "stage3": ("init",)}[stage]
     given = {"teacher": teacher_dir, "init": init_dir}
     for name in needs:
