@@ -111,6 +111,16 @@ def parallelize_alignment(objective: AttentionAlignment, recipe: Recipe, info: D
     return objective
 
 
+def check_folders(stage: str, teacher_dir: str | None, init_dir: str | None) -> None:
+    """ValueError unless the stage got the model folders it reads (stage1: teacher; 2: both; 3: init)."""
+    needs = {"stage1": ("teacher",), "stage2": ("teacher", "init"), "stage3": ("init",)}[stage]
+    for name, value in (("teacher", teacher_dir), ("init", init_dir)):
+        if name in needs and not value:
+            raise ValueError(f"lt2 distill {stage} needs --{name}")
+        if value and not (Path(value) / "config.json").is_file():
+            raise ValueError(f"--{name} {value} is not a model folder: config.json is missing")
+
+
 def prepare(
     stage: str, args: DistillArgs, teacher_dir: str | None, init_dir: str | None, run_dir: Path, info: DistInfo
 ) -> tuple[LoopedLM, Callable[[Recipe, DistInfo], nn.Module], Callable[[str], float] | None]:
@@ -120,11 +130,6 @@ def prepare(
     run = args.stage(stage)
     if run.linear_lr is not None and stage != "stage2":
         logger.warning("%s.linear_lr ignored: only stage 2 trains the linear mixers at their own lr", stage)
-    needs = {"stage1": ("teacher",), "stage2": ("teacher", "init"), "stage3": ("init",)}[stage]
-    given = {"teacher": teacher_dir, "init": init_dir}
-    for name in needs:
-        if not given[name]:
-            raise ValueError(f"lt2 distill {stage} needs --{name}")
     teacher = load_teacher(teacher_dir, info.device) if teacher_dir else None
     if stage == "stage1":
         pattern = full_layer_pattern(teacher.args.n_layers, [], args.student.linear_mixer)
@@ -187,6 +192,7 @@ def run_stage(
 
     args = load_distill(config, overrides)
     validate_distill(args, stage)
+    check_folders(stage, teacher_dir, init_dir)
     inputs = stage_inputs(config, args.stage(stage), teacher_dir, init_dir)
     setup_logging()
     run, run_dir = args.stage(stage), Path(dump_dir)
@@ -235,6 +241,7 @@ def run_distill(
     from lt2.train.launch import launch_workers, resolve_nproc
 
     validate_distill(load_distill(config, overrides), stage)  # a bad config fails before any worker starts
+    check_folders(stage, teacher_dir, init_dir)
     nproc = resolve_nproc(nproc_per_node)
     already_a_rank = "RANK" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) > 1
     if nproc > 1 and not already_a_rank:

@@ -52,3 +52,13 @@ def test_unknown_key_and_stage_are_named():
         load_distill(ROOT / "tiny.yaml", ["stage1.trian.steps=3"])
     with pytest.raises(ValueError, match="unknown distillation stage 'stage4'; valid: stage1, stage2, stage3"):
         validate_distill(load_distill(ROOT / "tiny.yaml", DATA), "stage4")
+
+
+def test_missing_model_folders_fail_before_any_work(tmp_path):
+    from lt2.cli import main
+
+    cfg = str(ROOT / "tiny.yaml")
+    run = ["--dump-dir", str(tmp_path / "run")]
+    assert main(["distill", "stage2", cfg, *DATA, "--teacher", str(tmp_path), *run]) == 2  # no config.json
+    assert main(["distill", "stage3", cfg, *DATA, *run]) == 2  # no --init
+    assert not (tmp_path / "run").exists()
