@@ -15,6 +15,8 @@ Shapes: N tokens, C model dim (the teacher's may differ), V vocabulary.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -33,14 +35,14 @@ def chunk_kl_and_grad(
 
 class _ChunkedKL(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, h, weight, h_t, weight_t, chunk: int):
+    def forward(ctx, h, weight, h_t, weight_t, chunk: int, chunk_fn):
         n = h.shape[0]
         total = torch.zeros((), dtype=torch.float32, device=h.device)
         grad_h = torch.empty_like(h)
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
         for start in range(0, n, chunk):
             hc = h[start : start + chunk]
-            loss, grad_logits = chunk_kl_and_grad(hc, weight, h_t[start : start + chunk], weight_t)
+            loss, grad_logits = chunk_fn(hc, weight, h_t[start : start + chunk], weight_t)
             total += loss
             grad_h[start : start + chunk] = grad_logits @ weight.to(grad_logits.dtype)
             grad_w += (grad_logits.t() @ hc.to(grad_logits.dtype)).float()
@@ -52,15 +54,21 @@ class _ChunkedKL(torch.autograd.Function):
     def backward(ctx, grad_out):
         grad_h, grad_w = ctx.saved_tensors
         scale = grad_out / ctx.n
-        return grad_h * scale.to(grad_h.dtype), (grad_w * scale).to(ctx.weight_dtype), None, None, None
+        return grad_h * scale.to(grad_h.dtype), (grad_w * scale).to(ctx.weight_dtype), None, None, None, None
 
 
 def chunked_kl(
-    h: torch.Tensor, weight: torch.Tensor, h_t: torch.Tensor, weight_t: torch.Tensor, chunk: int = 4096
+    h: torch.Tensor,
+    weight: torch.Tensor,
+    h_t: torch.Tensor,
+    weight_t: torch.Tensor,
+    chunk: int = 4096,
+    chunk_fn: Callable | None = None,
 ) -> torch.Tensor:
     """Mean over N tokens of KL(softmax(h_t @ weight_t.T) || softmax(h @ weight.T)), fp32 scalar.
 
     Equals `naive_kl` in value and in gradients w.r.t. h and weight; the teacher inputs get none.
+    `chunk_fn` may be a compiled `chunk_kl_and_grad`.
 
     >>> loss = chunked_kl(h_s.view(-1, C), student.head.weight, h_t.view(-1, C), teacher.head.weight, 4096)
     """
@@ -78,7 +86,7 @@ def chunked_kl(
                 for i in range(0, h.shape[0], chunk)
             )
         return total / h.shape[0]
-    return _ChunkedKL.apply(h, weight, h_t, weight_t, chunk)
+    return _ChunkedKL.apply(h, weight, h_t, weight_t, chunk, chunk_fn or chunk_kl_and_grad)
 
 
 def naive_kl(logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:

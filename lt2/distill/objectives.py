@@ -23,7 +23,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from lt2.distill.losses import alignment_mse, chunked_kl
+from lt2.distill.losses import alignment_mse, chunk_kl_and_grad, chunked_kl
 from lt2.model.looped import LoopedLM
 from lt2.train.loss import chunk_loss_and_grad, token_losses
 
@@ -98,7 +98,13 @@ class AttentionAlignment(_Objective):
 
 
 class LogitDistillation(_Objective):
-    """Stage 2: full-vocabulary KL(teacher || student) per token, in chunks over the tokens."""
+    """Stage 2: full-vocabulary KL(teacher || student) per token, in chunks over the tokens.
+
+    `kl_fn` computes one chunk (lt2.distill.losses.chunk_kl_and_grad); the stage swaps in a compiled one."""
+
+    def __init__(self, student: LoopedLM, teacher: LoopedLM, chunk: int = 4096):
+        super().__init__(student, teacher, chunk)
+        self.kl_fn = chunk_kl_and_grad
 
     def forward(self, inputs, targets, doc_start=None, reduction: str = "mean") -> torch.Tensor:
         if reduction == "none":
@@ -108,5 +114,10 @@ class LogitDistillation(_Objective):
             h_t = self.teacher.hidden_states(inputs, self.teacher.seq_info(inputs, doc_start))
         h = self.lm.hidden_states(inputs, self.lm.seq_info(inputs, doc_start))
         return chunked_kl(
-            h.reshape(B * T, -1), head_weight(self.lm), h_t.reshape(B * T, -1), head_weight(self.teacher), self.chunk
+            h.reshape(B * T, -1),
+            head_weight(self.lm),
+            h_t.reshape(B * T, -1),
+            head_weight(self.teacher),
+            self.chunk,
+            self.kl_fn,
         )

@@ -32,6 +32,7 @@ from torch import nn
 
 from lt2.config import Recipe, to_dict
 from lt2.distill.args import DistillArgs, StageArgs, load_distill, validate_distill
+from lt2.distill.losses import chunk_kl_and_grad
 from lt2.distill.objectives import AttentionAlignment, LogitDistillation
 from lt2.distill.select import select_by_kl, student_from_stage1
 from lt2.distill.student import build_student, full_layer_pattern
@@ -151,7 +152,10 @@ def prepare(
             return ratio if parts[0] == "layers" and int(parts[1]) in linear and parts[2] == "mixer" else 1.0
 
         def build(recipe, info):
-            return parallelize(LogitDistillation(student, teacher, run.kl_chunk), recipe.train, info)
+            objective = LogitDistillation(student, teacher, run.kl_chunk)
+            if recipe.train.compile:
+                objective.kl_fn = torch.compile(chunk_kl_and_grad)
+            return parallelize(objective, recipe.train, info)
 
         return student, build, lr_scale
     student = LoopedLM.from_pretrained(init_dir, device=info.device)
