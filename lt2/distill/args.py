@@ -22,8 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lt2.config import DataArgs, resolve
-from lt2.train.args import OptimArgs, TrainArgs, validate_run
+from lt2.config import resolve
+from lt2.data.args import DataArgs, require_data
+from lt2.train.args import OptimArgs, TrainArgs
 
 STAGES = ("stage1", "stage2", "stage3")
 TEACHER_SOURCES = ("lt2", "ouro")
@@ -95,7 +96,7 @@ def validate_distill(args: DistillArgs, stage: str) -> None:
     if args.student.select == "kl" and args.student.n_full < 0:
         raise ValueError(f"student.n_full={args.student.n_full} must be >= 0")
     run = args.stage(stage)
-    validate_run(run.data, run.train)
+    require_data(run.data)  # the run's own checks need the model: lt2.distill.stages.check_run
     if run.linear_lr is not None and run.linear_lr <= 0:
         raise ValueError(f"{stage}.linear_lr={run.linear_lr} must be > 0 (or null: the stage's lr)")
     if run.kl_chunk < 1:

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lt2.config import Recipe, to_dict
+from lt2.config import ModelArgs, Recipe, to_dict
 from lt2.distill.args import DistillArgs, StageArgs, load_distill, validate_distill
 from lt2.distill.losses import chunk_kl_and_grad
 from lt2.distill.objectives import AttentionAlignment, LogitDistillation
@@ -122,6 +122,25 @@ def check_folders(stage: str, teacher_dir: str | None, init_dir: str | None) -> 
             raise ValueError(f"--{name} {value} is not a model folder: config.json is missing")
 
 
+def folder_model_args(directory: str | Path) -> ModelArgs:
+    """The architecture in a model folder's config.json (ours, or Ouro's), without reading its weights."""
+    from lt2.config import resolve
+    from lt2.distill.ouro import model_args_from_config
+
+    config = json.loads((Path(directory) / "config.json").read_text())
+    return model_args_from_config(config) if config.get("model_type") == "ouro" else resolve(ModelArgs, config)
+
+
+def check_run(stage: str, args: DistillArgs, teacher_dir: str | None, init_dir: str | None) -> None:
+    """The stage's run checked as a recipe (lt2.config.validate_recipe) against the model it starts from, before
+    any weight is read: the student shares the teacher's sizes, so its context limit applies."""
+    from lt2.config import validate_recipe
+
+    run = args.stage(stage)
+    model = folder_model_args(teacher_dir or init_dir)
+    validate_recipe(Recipe(name=f"{args.name}_{stage}", scale=args.scale, model=model, data=run.data, train=run.train))
+
+
 def prepare(
     stage: str, args: DistillArgs, teacher_dir: str | None, init_dir: str | None, run_dir: Path, info: DistInfo
 ) -> tuple[LoopedLM, Callable[[Recipe, DistInfo], nn.Module], Callable[[str], float] | None]:
@@ -197,6 +216,7 @@ def run_stage(
     args = load_distill(config, overrides)
     validate_distill(args, stage)
     check_folders(stage, teacher_dir, init_dir)
+    check_run(stage, args, teacher_dir, init_dir)
     inputs = stage_inputs(config, args.stage(stage), teacher_dir, init_dir)
     setup_logging()
     run, run_dir = args.stage(stage), Path(dump_dir)
@@ -244,8 +264,10 @@ def run_distill(
     """`lt2 distill`: start `nproc_per_node` ranks on this node (as `lt2 train` does) or run this rank."""
     from lt2.train.launch import launch_workers, resolve_nproc
 
-    validate_distill(load_distill(config, overrides), stage)  # a bad config fails before any worker starts
+    args = load_distill(config, overrides)  # a bad config fails before any worker starts
+    validate_distill(args, stage)
     check_folders(stage, teacher_dir, init_dir)
+    check_run(stage, args, teacher_dir, init_dir)
     nproc = resolve_nproc(nproc_per_node)
     already_a_rank = "RANK" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) > 1
     if nproc > 1 and not already_a_rank:

@@ -39,7 +39,6 @@ def test_paper_config_is_the_recipe():
         (["student.select=list"], "needs student.full_layers"),
         (["stage1.linear_lr=-1"], "stage1.linear_lr=-1.0 must be > 0"),
         (["stage1.kl_chunk=0"], "stage1.kl_chunk=0 must be >= 1"),
-        (["stage1.train.steps=0"], "train.steps=0 must be >= 1"),
     ],
 )
 def test_bad_values_are_refused(overrides, message):
@@ -61,4 +60,15 @@ def test_missing_model_folders_fail_before_any_work(tmp_path):
     run = ["--dump-dir", str(tmp_path / "run")]
     assert main(["distill", "stage2", cfg, *DATA, "--teacher", str(tmp_path), *run]) == 2  # no config.json
     assert main(["distill", "stage3", cfg, *DATA, *run]) == 2  # no --init
+    assert not (tmp_path / "run").exists()
+
+
+def test_run_settings_are_checked_against_the_model_before_any_work(tmp_path):
+    from lt2.cli import main
+    from lt2.testing import tiny_model
+
+    tiny_model("full", 1).float().save_pretrained(tmp_path / "teacher")  # max_seqlen 512
+    cfg, run = str(ROOT / "tiny.yaml"), ["--teacher", str(tmp_path / "teacher"), "--dump-dir", str(tmp_path / "run")]
+    assert main(["distill", "stage1", cfg, *DATA, "stage1.train.steps=0", *run]) == 2
+    assert main(["distill", "stage1", cfg, *DATA, "stage1.data.seq_len=1024", *run]) == 2  # > max_seqlen
     assert not (tmp_path / "run").exists()

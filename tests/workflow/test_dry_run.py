@@ -29,14 +29,10 @@ def test_paper_dry_run_lists_every_job(workflow):
         "train": n,
         "model_info": n,
         "eval_ppl": n,
-        "table_model_size": 1,
-        "table_lm": 1,
-        "figure_training_curve": 1,
+        "table": 5,  # model_size, lm, decode, train_throughput, distill: one wildcard rule builds every table
+        "figure": 2,  # training_curve, decode_throughput
         "bench_throughput": 1,  # one GPU job times every benchmarked recipe side by side
-        "table_decode": 1,
-        "figure_decode_throughput": 1,
         "bench_train": 2,  # the 600M full-attention and GDN loops, one GPU job each
-        "table_train_throughput": 1,
         "distill_teacher": 1,  # Ouro-1.4B from the Hub at its pinned revision, converted
         "distill_tokenizer": 1,  # the teacher's tokenizer: the stages read the corpus with it
         "distill_stage1": 1,
@@ -45,7 +41,6 @@ def test_paper_dry_run_lists_every_job(workflow):
         "distill_export": 1,
         "distill_eval": 2,  # teacher and student
         "distill_bench": 2,
-        "table_distill": 1,
         "all": 1,
     }, counts
     assert "--kind hf --name meta-llama/Meta-Llama-3-8B" in res.stdout
@@ -59,13 +54,13 @@ def test_paper_dry_run_lists_every_job(workflow):
 
 def test_one_table_plans_only_its_ancestors(workflow):
     res = snakemake(workflow, "-n", "results/test/tables/model_size.md")
-    assert job_counts(res.stdout) == {"model_info": 2, "table_model_size": 1}, res.stdout[-3000:]
+    assert job_counts(res.stdout) == {"model_info": 2, "table": 1}, res.stdout[-3000:]
 
 
 def test_train_throughput_table_plans_only_the_training_benchmarks(workflow):
     res = snakemake(workflow, "-n", "results/paper/tables/train_throughput.md", "--configfile", "config/paper.yaml",
                     overlay=False)  # fmt: skip
-    assert job_counts(res.stdout) == {"bench_train": 2, "table_train_throughput": 1}, res.stdout[-3000:]
+    assert job_counts(res.stdout) == {"bench_train": 2, "table": 1}, res.stdout[-3000:]
 
 
 def test_gpu_results_target_plans_every_gpu_measurement(workflow):
@@ -78,7 +73,7 @@ def test_gpu_results_target_plans_every_gpu_measurement(workflow):
 
 def test_lm_table_plans_training_but_not_other_tables(workflow):
     counts = job_counts(snakemake(workflow, "-n", "results/test/tables/lm.md").stdout)
-    assert counts == {"download": 1, "shuffle": 1, "tokenizer": 1, "train": 2, "eval_ppl": 2, "table_lm": 1}, counts
+    assert counts == {"download": 1, "shuffle": 1, "tokenizer": 1, "train": 2, "eval_ppl": 2, "table": 1}, counts
 
 
 def test_multi_gpu_training_launches_one_rank_per_gpu(workflow):
@@ -86,6 +81,6 @@ def test_multi_gpu_training_launches_one_rank_per_gpu(workflow):
     target = "results/paper/train/1B/looped_pure_full/model.safetensors"
     slurm = snakemake(workflow, "-n", "-p", target, "--profile", "profiles/slurm", "--configfile", "config/paper.yaml",
                       overlay=False).stdout  # fmt: skip
-    assert "lt2 record --input config/recipes/1B/looped_pure_full" in slurm and "--nproc-per-node 8" in slurm
+    assert "lt2 train config/recipes/1B/looped_pure_full.yaml" in slurm and "--nproc-per-node 8" in slurm
     local = snakemake(workflow, "-n", "-p", target, "--configfile", "config/paper.yaml", overlay=False).stdout
-    assert "lt2 record --input config/recipes/1B/looped_pure_full" in local and "--nproc-per-node 1" in local
+    assert "lt2 train config/recipes/1B/looped_pure_full.yaml" in local and "--nproc-per-node 1" in local
