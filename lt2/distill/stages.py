@@ -185,6 +185,10 @@ def prepare(
     return student, build, None
 
 
+class _Preempted(Exception):
+    """The stage stopped for a preemption (checkpoint written, exit 75): no outputs, so no provenance."""
+
+
 def stage_inputs(config: str, run: StageArgs, teacher_dir: str | None, init_dir: str | None) -> list[Path]:
     """What a stage reads, for its provenance: the YAML, the models' files, the data chunks, val file, tokenizer."""
     from lt2.data.loader import find_chunks
@@ -222,24 +226,26 @@ def run_stage(
     run, run_dir = args.stage(stage), Path(dump_dir)
     info = init_distributed()
     trainer = None
-    outputs = [Path(out_dir) / name for name in OUTPUT_FILES] if out_dir is not None and info.is_main else []
+    recording = out_dir is not None and info.is_main
+    outputs = [Path(out_dir) / name for name in OUTPUT_FILES] if recording else []
     try:
         with (
-            provenance.record(outputs, inputs=inputs, config={"stage": stage, **to_dict(args)}) as rec,
+            provenance.record_if(recording, outputs, inputs=inputs, config={"stage": stage, **to_dict(args)}),
             Preemption() as preemption,
         ):
             student, build, lr_scale = prepare(stage, args, teacher_dir, init_dir, run_dir, info)
             recipe = Recipe(name=f"{args.name}_{stage}", scale=args.scale, model=student.args, data=run.data,
                             train=run.train)  # fmt: skip
             trainer = Trainer(recipe, run_dir, info, build=build, lr_scale=lr_scale)
-            result = trainer.fit(out_dir, preemption)
-            if result.status != "completed":
-                rec.outputs = []
+            if trainer.fit(out_dir, preemption).status == "preempted":
+                raise _Preempted  # leaves the provenance record unwritten: there are no outputs yet
+    except _Preempted:
+        return EXIT_PREEMPTED
     finally:
         if trainer is not None:
             trainer.close()
         destroy_distributed()
-    return EXIT_PREEMPTED if result.status == "preempted" else 0
+    return 0
 
 
 def nproc_argv(stage: str, config: str, overrides: list[str], **paths: str | None) -> list[str]:

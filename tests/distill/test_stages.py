@@ -153,3 +153,34 @@ def test_kl_guided_selection_is_made_once_and_kept(pipeline, corpus, teacher_dir
     assert sorted(saved["kl_when_restored"]) == ["0", "1", "2"]
     (tmp_path / SELECTION).write_text(json.dumps({"full_layers": [0]}))  # the cached choice wins
     assert stage2_pattern(args, teacher, stage1, tmp_path, info) == "full,gdn,gdn"
+
+
+def test_preempted_stage_exits_75_without_provenance_then_completes(pipeline, corpus, teacher_dir, tmp_path):
+    """SIGUSR1 mid-stage: checkpoint, exit 75, no outputs and no records; the rerun resumes and completes."""
+    import os
+    import threading
+
+    _, cfg = pipeline
+    args = stage_args("stage1", cfg, corpus, teacher_dir, tmp_path)
+    run_dir = tmp_path / "run_stage1"
+
+    def signal_at_step_3():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if (run_dir / "metrics.jsonl").is_file() and any(r.get("step", 0) >= 3 for r in metrics(run_dir)):
+                os.kill(os.getpid(), signal.SIGUSR1)
+                return
+            time.sleep(0.01)
+
+    from lt2.cli import main
+
+    watcher = threading.Thread(target=signal_at_step_3)
+    watcher.start()
+    status = main([str(a) for a in args])
+    watcher.join()
+    assert status == 75
+    assert not (tmp_path / "stage1").exists() and not list(tmp_path.glob("stage1/*.prov.json"))
+    assert 3 <= max(r["step"] for r in metrics(run_dir) if "loss" in r) < STAGES["stage1"]["steps"]
+    in_process(args)
+    assert (tmp_path / "stage1" / "model.safetensors.prov.json").is_file()
+    assert len(losses(run_dir)) == STAGES["stage1"]["steps"]
