@@ -156,7 +156,7 @@ def prepare(
         student = build_student(teacher, pattern, linear_settings(args), seed=args.student.seed)
 
         def build(recipe, info):
-            return parallelize_alignment(AttentionAlignment(student, teacher, run.kl_chunk), recipe, info)
+            return parallelize_alignment(AttentionAlignment(student, teacher, run.train.loss_chunk), recipe, info)
 
         return student, build, None
     if stage == "stage2":
