@@ -224,6 +224,85 @@ def _add_data(sub) -> None:
     t.set_defaults(func=cmd_data_tokenizer)
 
 
+# ------------------------------------------------------------------ convert
+def cmd_convert_ouro(a: argparse.Namespace) -> int:
+    from lt2.distill.ouro import convert_ouro, download_ouro
+    from lt2.report import provenance
+
+    if (a.src is None) == (a.hub is None):
+        raise ValueError("give either an Ouro folder or --hub REPO (with --revision)")
+    facts = {"convert": "ouro", "src": a.src, "hub": a.hub, "revision": a.revision}
+    outputs = [f"{a.out}/config.json", f"{a.out}/model.safetensors"]
+    with provenance.record(outputs, inputs=[a.src] if a.src else [], config=facts) as rec:
+        src = a.src
+        if src is None:
+            src, commit = download_ouro(a.hub, a.revision)
+            rec.config = {**facts, "commit": commit}
+        model = convert_ouro(src, a.out)
+    print(f"converted {src} -> {a.out} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters)")
+    return 0
+
+
+def _add_convert(sub) -> None:
+    p = sub.add_parser("convert", help="pretrained checkpoints of other formats -> our model folder")
+    kinds = p.add_subparsers(dest="convert_command", required=True, metavar="<format>")
+    o = kinds.add_parser("ouro", help="an Ouro checkpoint (HF folder or Hub repo), strictly mapped")
+    o.add_argument("src", nargs="?", default=None, help="Ouro folder: config.json + model.safetensors")
+    o.add_argument("out", help="output model folder (config.json + model.safetensors, written atomically)")
+    o.add_argument("--hub", default=None, help="Hub repository instead of a folder, e.g. ByteDance/Ouro-1.4B")
+    o.add_argument("--revision", default="main", help="pinned Hub revision (commit hash or tag)")
+    o.set_defaults(func=cmd_convert_ouro)
+
+
+# ------------------------------------------------------------------ distill
+def cmd_distill_stage(a: argparse.Namespace) -> int:
+    from lt2.distill.stages import run_distill
+
+    return run_distill(a.stage, a.config, a.overrides, a.dump_dir, a.out, a.teacher, a.init, a.nproc_per_node)
+
+
+def cmd_distill_bench(a: argparse.Namespace) -> int:
+    import json
+
+    from lt2.distill.bench import decode_cost
+    from lt2.report import provenance
+
+    facts = {"distill_bench": {"ctx": a.ctx, "batch": a.batch, "steps": a.steps, "device": a.device}}
+    inputs = [f"{a.model_dir}/config.json", f"{a.model_dir}/model.safetensors"]
+    with provenance.record([a.out], inputs=inputs, config=facts):
+        record = decode_cost(a.model_dir, a.ctx, a.batch, a.steps, a.device)
+        provenance.atomic_write_text(a.out, json.dumps(record, indent=2, sort_keys=True) + "\n")
+    print(f"{a.model_dir}: {record['decode_tokens_per_s']:.1f} tok/s, cache {record['cache_bytes'] / 2**20:.2f} MiB")
+    return 0
+
+
+def _add_distill(sub) -> None:
+    p = sub.add_parser("distill", help="looped Transformer (Ouro) -> LT2 hybrid: three training stages, bench")
+    cmds = p.add_subparsers(dest="distill_command", required=True, metavar="<stage>")
+    for stage, what in (
+        ("stage1", "align each linear mixer to the teacher's attention output (MSE)"),
+        ("stage2", "full-vocabulary KL to the teacher, selected layers kept full attention"),
+        ("stage3", "cross-entropy fine-tune of the student"),
+    ):
+        s = cmds.add_parser(stage, help=what)
+        s.add_argument("config", help="distillation YAML (config/distill/<scale>.yaml)")
+        s.add_argument("overrides", nargs="*", help="dot-list overrides, e.g. stage1.train.steps=10")
+        s.add_argument("--teacher", default=None, help="teacher model folder (ours or Ouro's); stages 1 and 2")
+        s.add_argument("--init", default=None, help="the previous stage's output folder; stages 2 and 3")
+        s.add_argument("--dump-dir", required=True, help="run folder: checkpoints and metrics; resumed from")
+        s.add_argument("--out", default=None, help="written when the stage completes: model, metrics, recipe")
+        s.add_argument("--nproc-per-node", default="1", help="ranks on this node: N or 'auto' (one per GPU)")
+        s.set_defaults(func=cmd_distill_stage, stage=stage)
+    b = cmds.add_parser("bench", help="decode cost of a model folder: analytic bytes/FLOPs and measured tok/s")
+    b.add_argument("model_dir", help="model folder (config.json + model.safetensors)")
+    b.add_argument("--out", required=True, help="result JSON (a .prov.json sidecar is written beside it)")
+    b.add_argument("--ctx", type=int, default=1024, help="context the decode steps continue")
+    b.add_argument("--batch", type=int, default=1)
+    b.add_argument("--steps", type=int, default=16, help="timed decode steps")
+    b.add_argument("--device", default="cpu", help="cpu | cuda[:i]")
+    b.set_defaults(func=cmd_distill_bench)
+
+
 # ------------------------------------------------------------------ eval
 def cmd_eval_ppl(a: argparse.Namespace) -> int:
     import json
@@ -361,7 +440,9 @@ def cmd_export(a: argparse.Namespace) -> int:
     from lt2.train.checkpoint import export_checkpoint, resolve_checkpoint
 
     checkpoint = resolve_checkpoint(a.checkpoint)
-    with provenance.record([a.out_dir], inputs=[checkpoint], config={"checkpoint": checkpoint.name}):
+    # One record per file: each file under results/ carries its own sidecar (the workflow declares both).
+    outputs = [f"{a.out_dir}/model.safetensors", f"{a.out_dir}/config.json"]
+    with provenance.record(outputs, inputs=[checkpoint], config={"checkpoint": checkpoint.name}):
         used = export_checkpoint(checkpoint, a.out_dir)
     print(f"exported {used} -> {a.out_dir}")
     return 0
@@ -532,7 +613,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
     _add_audit(sub)
     _add_bench(sub)
+    _add_convert(sub)
     _add_data(sub)
+    _add_distill(sub)
     _add_eval(sub)
     _add_export(sub)
     _add_generate(sub)

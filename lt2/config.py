@@ -113,6 +113,11 @@ class ModelArgs:
     mamba2: Mamba2Args = field(default_factory=Mamba2Args)
     nsa: NSAArgs = field(default_factory=NSAArgs)
     dsa: DSAArgs = field(default_factory=DSAArgs)
+    # Block options of pretrained looped Transformers converted by lt2/distill (Ouro: all three on,
+    # tie_embeddings and use_residual off). Defaults keep the LT2 block.
+    sandwich_norm: bool = False  # h = x + RMSNorm(Mixer(RMSNorm(x))), the same around the FFN
+    loop_norm: bool = False  # the final norm ends every loop and its output feeds the next loop
+    exit_gate: bool = False  # Ouro's early-exit gate (Linear dim -> 1) is kept; unused: the last loop decides
 
     def __post_init__(self) -> None:
         if self.n_kv_heads is None:

@@ -4,6 +4,10 @@
     h_{t+1} = Stack(h_t) [+ r_t * h_t when use_residual]        t = 0 .. loop_count-1
     logits = head(RMSNorm(h_T))
 
+With `loop_norm` (Ouro) the final norm ends every loop instead, h_{t+1} = RMSNorm(Stack(h_t)), and the
+head reads h_T as it is. Ouro's early-exit gate (`exit_gate`) is kept as weights only: at exit threshold
+1.0, the only mode supported here, the last loop's logits are the output whatever the gate says.
+
 No recurrent state crosses loops: each loop starts every mixer from a fresh state (training) or from
 its own (loop, layer) cache (decoding).
 """
@@ -63,6 +67,7 @@ class LoopedLM(nn.Module):
         self.residual_gate = nn.Parameter(torch.zeros(args.loop_count, args.dim)) if args.use_residual else None
         self.norm = RMSNorm(args.dim, args.norm_eps)
         self.head = None if args.tie_embeddings else nn.Linear(args.dim, args.vocab_size, bias=False)
+        self.exit_gate = nn.Linear(args.dim, 1, bias=True) if args.exit_gate else None
         if self.layout.is_random:  # training forwards seen so far: seeds the next placement, saved for resume
             self.register_buffer("layout_step", torch.zeros((), dtype=torch.long))
 
@@ -106,7 +111,9 @@ class LoopedLM(nn.Module):
                 h = block(h, seq, cache, specs[loop][layer])
             if self.residual_gate is not None:
                 h = h + self.residual_gate[loop] * h_loop_in
-        return self.norm(h).view(B, T, -1)
+            if self.args.loop_norm:
+                h = self.norm(h)
+        return (h if self.args.loop_norm else self.norm(h)).view(B, T, -1)
 
     def output(self, h: torch.Tensor) -> torch.Tensor:
         """Hidden states [..., C] -> logits [..., V] (tied to the embedding unless tie_embeddings is off)."""

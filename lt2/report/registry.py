@@ -80,3 +80,14 @@ def longctx_records(config: Mapping[str, Any]) -> list[str]:
     if not longctx or not longctx.get("recipes"):
         raise ValueError("the long_context table/figure need config eval.longctx.recipes (<scale>/<recipe> ids)")
     return [f"eval/longctx/{rid}.json" for rid in longctx["recipes"]]
+
+
+def distill_records(config: Mapping[str, Any]) -> list[str]:
+    """Quality (`lt2 eval ppl`) and decode cost (`lt2 distill bench`) of the distillation's teacher and student,
+    at the scale its YAML (config distill.config) names."""
+    from lt2.distill.args import load_distill
+
+    if not config.get("distill"):
+        raise ValueError("the distill table needs config `distill` (a distillation run)")
+    scale = load_distill(config["distill"]["config"]).scale
+    return [f"distill/{scale}/{kind}/{role}.json" for kind in ("eval", "bench") for role in ("teacher", "student")]

@@ -24,7 +24,14 @@ import pandas as pd
 
 from lt2.report.eval_tables import PPL, ZEROSHOT, ablation_recipes, ablation_table, lm_table
 from lt2.report.provenance import atomic_write_text
-from lt2.report.registry import Entry, bench_throughput_records, bench_train_records, longctx_records, recipe_id
+from lt2.report.registry import (
+    Entry,
+    bench_throughput_records,
+    bench_train_records,
+    distill_records,
+    longctx_records,
+    recipe_id,
+)
 
 PAPER_COLUMNS = ["table", "row", "column", "value", "source"]
 
@@ -169,8 +176,44 @@ def long_context_table(inputs: list[Path]) -> pd.DataFrame:
     return per_recipe_table(inputs, columns)
 
 
+def distill_table(inputs: list[Path]) -> pd.DataFrame:
+    """Teacher vs distilled student from `.../distill/<scale>/{eval,bench}/{teacher,student}.json`: validation
+    perplexity (`lt2 eval ppl`) and decode cost (`lt2 distill bench`), with the student / teacher ratios."""
+    rows: dict[tuple[str, str], dict] = {}
+    for path in inputs:
+        path = Path(path)
+        kind, scale, role = path.parent.name, path.parent.parent.name, path.stem
+        rec = json.loads(path.read_text())
+        row = rows.setdefault((scale, role), {"recipe": role, "scale": scale})
+        if kind == "eval":
+            row.update({"val ppl": rec["ppl"], "val bits/byte": rec["bits_per_byte"], "eval tokens": rec["tokens"]})
+        elif kind == "bench":
+            mixers = pd.Series([m for loop in rec["mixer_map"] for m in loop]).value_counts()
+            row.update({
+                "params (M)": rec["params"] / 1e6,
+                "mixers (loop x layer)": ", ".join(f"{m} x{n}" for m, n in mixers.items()),
+                "decode ctx": rec["ctx"],
+                "decode cache MiB": rec["cache_bytes"] / 2**20,
+                "decode step MB": rec["decode_step_bytes"] / 1e6,
+                "decode tok/s": rec["decode_tokens_per_s"],
+                "decode device": rec["device"],
+            })  # fmt: skip
+        else:
+            raise ValueError(f"{path}: expected .../distill/<scale>/(eval|bench)/<role>.json")
+    df = pd.DataFrame(list(rows.values()))
+    for scale in df["scale"].unique():
+        teacher = df[(df["scale"] == scale) & (df["recipe"] == "teacher")]
+        if teacher.empty:
+            continue
+        for column in ("val ppl", "decode cache MiB", "decode step MB", "decode tok/s"):
+            if column in df:
+                df.loc[df["scale"] == scale, f"{column} vs teacher"] = df[column] / teacher[column].iloc[0]
+    return df
+
+
 TABLES: dict[str, Entry] = {
     "decode": Entry(decode_table, bench_throughput_records, "Decode throughput (tokens/s) against batch and context"),
+    "distill": Entry(distill_table, distill_records, "Distillation: teacher vs student quality and decode cost"),
     "long_context": Entry(
         long_context_table, longctx_records, "Long context: recall-intensive tasks and NIAH (the paper's Table 5)"
     ),

@@ -193,13 +193,16 @@ def apply_compile(lm: nn.Module, loss: CausalLMLoss, loop_count: int) -> None:
     loss.chunk_fn = torch.compile(chunk_loss_and_grad)
 
 
+def mixed_precision(train: TrainArgs) -> MixedPrecisionPolicy:
+    """bf16 parameters with fp32 gradient reduction for train.dtype bf16; fp32 throughout otherwise."""
+    if train.dtype == "bf16":
+        return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    return MixedPrecisionPolicy()
+
+
 def apply_fsdp(loss: CausalLMLoss, train: TrainArgs, info: DistInfo) -> None:
     mesh = init_device_mesh(info.device.type, (info.world_size,))
-    mp = (
-        MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-        if train.dtype == "bf16"
-        else MixedPrecisionPolicy()
-    )
+    mp = mixed_precision(train)
     for block in loss.lm.layers:
         fully_shard(block, mesh=mesh, mp_policy=mp, reshard_after_forward=train.reshard_after_forward)
     # The root holds the embedding (tied head), final norm and per-loop gates.

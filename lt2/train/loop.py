@@ -19,6 +19,7 @@ import dataclasses
 import logging
 import math
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from omegaconf import OmegaConf
+from torch import nn
 from torch.distributed.tensor import DTensor
 
 from lt2.config import Recipe, load_recipe, to_dict
@@ -137,7 +139,17 @@ def train_step(
 class Trainer:
     """Everything one run needs, built in the constructor; `fit` trains, `close` releases (even on error)."""
 
-    def __init__(self, recipe: Recipe, run_dir: str | Path, info: DistInfo):
+    def __init__(
+        self,
+        recipe: Recipe,
+        run_dir: str | Path,
+        info: DistInfo,
+        build: Callable[[Recipe, DistInfo], nn.Module] | None = None,
+        lr_scale: Callable[[str], float] | None = None,
+    ):
+        """`build` makes the objective: a module holding the trained LoopedLM as `.lm`, whose forward takes
+        (inputs, targets, doc_start, reduction) like CausalLMLoss (default: `build_model`, pre-training);
+        distillation passes its own. `lr_scale(parameter name)` multiplies the lr of some parameters."""
         from lt2.data.tokenizer import Tokenizer
 
         self.recipe, self.info, self.run_dir = recipe, info, Path(run_dir)
@@ -150,8 +162,8 @@ class Trainer:
                 f"model.vocab_size={recipe.model.vocab_size} is smaller than the tokenizer's "
                 f"{self.tokenizer.vocab_size} tokens ({recipe.data.tokenizer})"
             )
-        self.model = build_model(recipe, info)
-        self.optimizer = build_optimizer(self.model.lm, recipe.train.optim, info.device)
+        self.model = (build or build_model)(recipe, info)
+        self.optimizer = build_optimizer(self.model.lm, recipe.train.optim, info.device, lr_scale)
         self.scheduler = build_scheduler(self.optimizer, recipe.train.optim, recipe.train.steps)
         self.checkpointer = Checkpointer(self.run_dir, recipe.train.checkpoint.keep, info)
         self.state = TrainState()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -43,17 +44,25 @@ def decays(name: str, param: torch.Tensor) -> bool:
     return clean_name(name).split(".")[-1] != "residual_gate"
 
 
-def build_optimizer(model: nn.Module, args: OptimArgs, device: torch.device) -> torch.optim.AdamW:
-    """AdamW over `model`'s trainable parameters in two groups (decayed, exempt); fused kernels on CUDA."""
-    decay, exempt, exempt_names = [], [], []
+def build_optimizer(
+    model: nn.Module, args: OptimArgs, device: torch.device, lr_scale: Callable[[str], float] | None = None
+) -> torch.optim.AdamW:
+    """AdamW over `model`'s trainable parameters in two groups (decayed, exempt); fused kernels on CUDA.
+
+    `lr_scale(name)` (name without wrapper prefixes) multiplies the lr of a parameter: each distinct scale
+    gets its own pair of groups, and the schedule scales every group alike (distillation trains the new
+    mixers faster than the copied weights).
+    """
+    groups: dict[tuple[bool, float], list[torch.Tensor]] = {}
+    exempt_names = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if decays(name, p):
-            decay.append(p)
-        else:
-            exempt.append(p)
+        scale = lr_scale(clean_name(name)) if lr_scale is not None else 1.0
+        groups.setdefault((decays(name, p), scale), []).append(p)
+        if not decays(name, p):
             exempt_names.append(clean_name(name))
+    decay = [p for (d, _), ps in groups.items() if d for p in ps]
     logger.info(
         "weight decay %.3g on %d tensors; exempt (%d): %s",
         args.weight_decay,
@@ -61,9 +70,14 @@ def build_optimizer(model: nn.Module, args: OptimArgs, device: torch.device) -> 
         len(exempt_names),
         ", ".join(exempt_names),
     )
-    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": exempt, "weight_decay": 0.0}]
+    if lr_scale is None:  # the pre-training layout: always the two groups, in this order
+        groups = {(True, 1.0): groups.get((True, 1.0), []), (False, 1.0): groups.get((False, 1.0), [])}
+    param_groups = [
+        {"params": ps, "weight_decay": args.weight_decay if d else 0.0, "lr": args.lr * scale}
+        for (d, scale), ps in sorted(groups.items(), key=lambda kv: (-kv[0][0], kv[0][1]))
+    ]
     kind = {"fused": True} if device.type == "cuda" else {"foreach": True}
-    return torch.optim.AdamW(groups, lr=args.lr, betas=tuple(args.betas), eps=args.eps, **kind)
+    return torch.optim.AdamW(param_groups, lr=args.lr, betas=tuple(args.betas), eps=args.eps, **kind)
 
 
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:

@@ -31,10 +31,18 @@ def test_paper_dry_run_lists_every_job(workflow):
         "eval_ppl": n,
         "eval_zeroshot": n,
         "eval_longctx": 8,  # the 1.3B Table 5 rows trained at 2048 tokens (config eval.longctx)
-        "table": 9,  # model_size, lm, 4 ablations, decode, train_throughput, long_context: one wildcard rule each
+        "table": 10,  # model_size, lm, 4 ablations, decode, train_throughput, long_context, distill
         "figure": 3,  # training_curve, decode_throughput, niah_context
         "bench_throughput": 1,  # one GPU job times every benchmarked recipe side by side
         "bench_train": 2,  # the 600M full-attention and GDN loops, one GPU job each
+        "distill_teacher": 1,  # Ouro-1.4B from the Hub at its pinned revision, converted
+        "distill_tokenizer": 1,  # the teacher's tokenizer: the stages read the corpus with it
+        "distill_stage1": 1,
+        "distill_stage2": 1,
+        "distill_stage3": 1,
+        "distill_export": 1,
+        "distill_eval": 2,  # teacher and student
+        "distill_bench": 2,
         "all": 1,
     }, counts
     assert "--kind hf --name meta-llama/Meta-Llama-3-8B" in res.stdout

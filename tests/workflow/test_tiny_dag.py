@@ -26,6 +26,7 @@ pytestmark = [
 
 RECIPES = ("looped_hybrid_gdn_4to1", "looped_pure_full")
 FINAL = [
+    "results/test/tables/distill.md",
     "results/test/tables/lm.md",
     "results/test/tables/ablation_gate.md",
     "results/test/tables/model_size.md",
@@ -67,6 +68,25 @@ def test_tiny_dag_produces_every_output(tiny_run):
     longctx = (tiny_run / "results/test/tables/long_context.csv").read_text()
     assert "looped_pure_full" in longctx and "NIAH-S3@384" in longctx
     assert "not run: needs hazyresearch/based_nq_2048 from the Hub" in longctx
+
+
+def test_distillation_stages_learn_and_the_student_ends_near_its_teacher(tiny_run):
+    """stage 1 MSE and stage 2 KL fall; the student's held-out NLL is within 0.1 nats of the teacher's."""
+    root = tiny_run / "results/test/distill/tiny"
+
+    def losses(stage):
+        lines = (root / stage / "metrics.jsonl").read_text().splitlines()
+        return [json.loads(line)["loss"] for line in lines if '"loss"' in line]
+
+    mse, kl = losses("stage1"), losses("stage2")
+    assert mse[-1] < 0.3 * mse[0], mse
+    assert kl[-1] < 0.5 * kl[0], kl
+    teacher, student = (json.loads((root / f"eval/{role}.json").read_text()) for role in ("teacher", "student"))
+    assert student["nll"] < teacher["nll"] + 0.1, (student["nll"], teacher["nll"])
+    table = (tiny_run / "results/test/tables/distill.csv").read_text().splitlines()
+    assert sorted(line.split(",")[0] for line in table[1:]) == ["student", "teacher"]
+    bench = json.loads((root / "bench/student.json").read_text())
+    assert bench["cache_bytes"] < json.loads((root / "bench/teacher.json").read_text())["cache_bytes"]
 
 
 def test_every_result_has_matching_provenance(tiny_run):

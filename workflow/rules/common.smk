@@ -2,12 +2,14 @@
 # path helpers (outputs are namespaced by the config's `name`), input functions and command-line pieces.
 # Rules stay declarative: each builds one `lt2 ...` command from these helpers.
 
+import functools
 import shlex
 from pathlib import Path
 
 from snakemake.utils import min_version, validate
 
 from lt2.config import recipe_files, recipes_with_bases, scale_recipes
+from lt2.distill.args import load_distill
 from lt2.report.figures import FIGURES
 from lt2.report.registry import bench_throughput_records, bench_train_records
 from lt2.report.tables import TABLES
@@ -27,6 +29,7 @@ wildcard_constraints:
     dataset=r"[A-Za-z0-9_.-]+",
     table="|".join(TABLES),
     figure="|".join(FIGURES),
+    role="teacher|student",
 
 
 # ---------------------------------------------------------------- paths
@@ -257,3 +260,110 @@ def longctx_args(wildcards):
     if not lc["hub"]:
         flags.append("--no-hub")
     return " ".join(flags)
+
+
+# ---------------------------------------------------------------- distillation (workflow/rules/distill.smk)
+# Config `distill`: the distillation YAML, its teacher (a recipe this config trains, or an Ouro checkpoint
+# named in that YAML) and the decode-cost settings. Absent: no distillation jobs.
+DISTILL = config.get("distill") or {}
+
+
+@functools.cache
+def distill_args():
+    """The distillation YAML resolved (lt2.distill.args: defaults, `base:` files), read once."""
+    return load_distill(DISTILL["config"])
+
+
+def distill_scale():
+    return distill_args().scale
+
+
+def distill_path(path):
+    return result_path(f"distill/{distill_scale()}/{path}")
+
+
+def distill_run(stage):
+    return run_path(f"distill/{distill_scale()}/{stage}")
+
+
+def distill_from_hub():
+    """True when the teacher is an Ouro checkpoint from the Hub (converted by rule distill_teacher)."""
+    return DISTILL["teacher"]["source"] == "hub"
+
+
+def distill_teacher_dir():
+    if distill_from_hub():
+        return distill_path("teacher")
+    return result_path(f"train/{DISTILL['teacher']['recipe']}")
+
+
+def distill_teacher_files(wildcards=None):
+    return [f"{distill_teacher_dir()}/model.safetensors", f"{distill_teacher_dir()}/config.json"]
+
+
+def distill_hub():
+    """(repository, pinned revision) of the Ouro teacher, from the distillation YAML."""
+    teacher = distill_args().teacher
+    return teacher.hub_id, teacher.revision
+
+
+def distill_tokenizer():
+    """The tokenizer the stages read data with: the teacher's (Ouro's from the Hub), else the run's own."""
+    return distill_path("tokenizer") if distill_from_hub() else TOKENIZER_DIR
+
+
+def distill_corpus():
+    return config["corpus"][distill_scale()]
+
+
+def distill_chunks(wildcards):
+    return chunk_files(distill_corpus())
+
+
+def distill_val(wildcards):
+    return val_file(distill_corpus())
+
+
+def distill_tokenizer_input(wildcards):
+    return distill_tokenizer()
+
+
+def distill_teacher_param(wildcards):
+    return distill_teacher_dir()
+
+
+def distill_hub_id(wildcards):
+    return distill_hub()[0]
+
+
+def distill_revision(wildcards):
+    return distill_hub()[1]
+
+
+def distill_overrides(stage):
+    """Data paths of one stage as dot-list overrides (the same packed data as pre-training)."""
+
+    def overrides(wildcards, input):
+        corpus = distill_corpus()
+        return shlex.join(
+            [
+                f"{stage}.data.train_dir={shuffled_dir(corpus)}",
+                f"{stage}.data.val_file={val_file(corpus)}",
+                f"{stage}.data.tokenizer={distill_tokenizer()}",
+            ]
+        )
+
+    return overrides
+
+
+def distill_role_dir(wildcards):
+    return distill_teacher_dir() if wildcards.role == "teacher" else distill_path("student")
+
+
+def distill_role_files(wildcards):
+    return [f"{distill_role_dir(wildcards)}/model.safetensors", f"{distill_role_dir(wildcards)}/config.json"]
+
+
+def distill_bench_args(wildcards):
+    bench = DISTILL["bench"]
+    return f"--ctx {bench['ctx']} --batch {bench['batch']} --steps {bench['steps']} --device {bench['device']}"
