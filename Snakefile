@@ -15,6 +15,7 @@ include: "workflow/rules/tokenizer.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/eval.smk"
 include: "workflow/rules/bench.smk"
+include: "workflow/rules/synthetic.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from lt2.report.tables import recipe_id
+from lt2.synth.report import synthetic_heatmap
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -101,6 +102,7 @@ def decode_throughput(inputs: list[Path]) -> Figure:
 FIGURES: dict[str, Callable[[list[Path]], Figure]] = {
     "decode_throughput": decode_throughput,
     "training_curve": training_curve,
+    "synthetic_heatmap": synthetic_heatmap,
 }
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from lt2.report.provenance import atomic_write_text
+from lt2.synth.report import synthetic_table
 
 PAPER_COLUMNS = ["table", "row", "column", "value", "source"]
 
@@ -161,6 +162,7 @@ TABLES: dict[str, Callable[[list[Path]], pd.DataFrame]] = {
     "lm": lm_table,
     "model_size": model_size_table,
     "train_throughput": train_throughput_table,
+    "synthetic": synthetic_table,
 }
 
 

@@ -37,6 +37,9 @@ def test_paper_dry_run_lists_every_job(workflow):
         "figure_decode_throughput": 1,
         "bench_train": 2,  # the 600M full-attention and GDN loops, one GPU job each
         "table_train_throughput": 1,
+        "synthetic": 8 * 4,  # every arm at every loop count, one GPU job each
+        "table_synthetic": 1,
+        "figure_synthetic_heatmap": 1,
         "all": 1,
     }, counts
     assert "--kind hf --name meta-llama/Meta-Llama-3-8B" in res.stdout
@@ -46,6 +49,7 @@ def test_paper_dry_run_lists_every_job(workflow):
     assert "results/paper/train/1B/_base" not in res.stdout  # ... and never recipes themselves
     assert "lt2 bench train config/recipes/600M/looped_pure_gdn.yaml data.batch_size=2" in res.stdout
     assert "results/paper/bench/train/600M/looped_pure_full.json" in res.stdout
+    assert "lt2 synth run config/synth/paper.yaml  --arm gdn_window --loop-count 8" in res.stdout
 
 
 def test_one_table_plans_only_its_ancestors(workflow):

@@ -270,3 +270,23 @@ def ppl_args(wildcards):
     flags = {"--seq-len": ppl["seq_len"], "--stride": ppl["stride"], "--batch-size": ppl["batch_size"],
              "--max-tokens": ppl["max_tokens"]}  # fmt: skip
     return " ".join(f"{flag} {value}" for flag, value in flags.items() if value is not None)
+
+
+# ---------------------------------------------------------------- synthetic curriculum
+wildcard_constraints:
+    arm=r"[a-z0-9_]+",
+    loop_count=r"[0-9]+",
+
+
+def synthetic_config_file(wildcards):
+    return config["synthetic"]["config"]
+
+
+def synthetic_overrides(wildcards):
+    return shlex.join(config["synthetic"]["overrides"])
+
+
+def synthetic_records(wildcards):
+    """Inputs of the synthetic table and figure: one `lt2 synth run` record per configured arm and loop count."""
+    syn = config["synthetic"]
+    return expand(result_path("synthetic/{arm}/T{loop_count}.json"), arm=syn["arms"], loop_count=syn["loop_counts"])

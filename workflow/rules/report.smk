@@ -97,3 +97,36 @@ rule table_train_throughput:
     shell:
         "lt2 report table train_throughput --inputs {input.records} --paper {input.paper}"
         " --md {output.md} --csv {output.csv} --tex {output.tex} > {log} 2>&1"
+
+
+rule table_synthetic:
+    input:
+        records=synthetic_records,
+        paper=paper_csv("synthetic"),
+    output:
+        md=result_path("tables/synthetic.md"),
+        csv=report(result_path("tables/synthetic.csv"), caption="../report/synthetic.rst", category="Tables"),
+        tex=result_path("tables/synthetic.tex"),
+    log:
+        log_path("tables/synthetic.log"),
+    message:
+        "table synthetic ({input.records})"
+    shell:
+        "lt2 report table synthetic --inputs {input.records} --paper {input.paper}"
+        " --md {output.md} --csv {output.csv} --tex {output.tex} > {log} 2>&1"
+
+
+rule figure_synthetic_heatmap:
+    input:
+        records=synthetic_records,
+        paper=paper_csv("synthetic"),
+    output:
+        png=report(figure_path("synthetic_heatmap.png"), caption="../report/synthetic_heatmap.rst", category="Figures"),
+        pdf=figure_path("synthetic_heatmap.pdf"),
+    log:
+        log_path("figures/synthetic_heatmap.log"),
+    message:
+        "figure synthetic_heatmap"
+    shell:
+        "lt2 report figure synthetic_heatmap --inputs {input.records} {input.paper}"
+        " --png {output.png} --pdf {output.pdf} > {log} 2>&1"
