@@ -18,6 +18,7 @@ SIGUSR1, lt2.train.preemption), and a new run with the same run directory contin
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import time
@@ -77,7 +78,7 @@ def run_config(args: SynthArgs, arm: str, loop_count: int) -> dict[str, Any]:
     """The resolved configuration of one run (plain YAML types): what provenance records and a resume matches."""
     config = {"arm": arm, "loop_count": loop_count, **to_dict(args)}
     config["model"] = to_dict(arm_model(args.model, arm, loop_count, args.nsa_heads))
-    return OmegaConf.to_container(OmegaConf.create(config))
+    return json.loads(json.dumps(config))  # tuples -> lists, as the YAML in a checkpoint reads back
 
 
 class Curriculum:
