@@ -33,7 +33,7 @@ from lt2.config import ModelArgs, resolve, to_dict
 from lt2.model.looped import LoopedLM
 from lt2.synth.args import SynthArgs
 from lt2.synth.arms import arm_model, get_arm
-from lt2.synth.task import IGNORE, TokenBatch, Vocab, program_rng, render, sample_programs
+from lt2.synth.task import IGNORE, TokenBatch, Vocab, max_length, program_rng, render, sample_programs
 from lt2.train.checkpoint import RECIPE, Checkpointer
 from lt2.train.distributed import DistInfo
 from lt2.train.optim import build_optimizer, build_scheduler
@@ -129,7 +129,10 @@ class Curriculum:
         reveals = task.reveals and purpose != EVAL_KEY
         rng = program_rng(self.args.train.seed, stage, step, purpose)
         programs = sample_programs(rng, size, n, n, reveals, task.strict_share)
-        return render(programs, self.vocab, task.loss_tokens).to(self.device)
+        # CUDA: one padded length per stage, so compiled kernels (flex_attention for windows is compiled with
+        # static shapes) and autotuned ones see one shape; right padding changes no real position's output
+        pad_to = max_length(n, n) if self.device.type == "cuda" else None
+        return render(programs, self.vocab, task.loss_tokens, pad_to).to(self.device)
 
     def train_step(self, batch: TokenBatch) -> float:
         with self._autocast():

@@ -154,11 +154,17 @@ class TokenBatch:
                                                                        self.answer_index, self.answer)))  # fmt: skip
 
 
-def render(programs: Programs, vocab: Vocab, loss_tokens: str = "answers") -> TokenBatch:
+def max_length(n: int, m: int) -> int:
+    """Tokens of the longest program of size (n, m): a reveal after every swap line."""
+    return (2 * m + 6) + 4 * N_VARS + 8 * n + 7
+
+
+def render(programs: Programs, vocab: Vocab, loss_tokens: str = "answers", pad_to: int | None = None) -> TokenBatch:
     """Programs -> tokens in the layout of the module docstring.
 
     loss_tokens "answers": only the reveal addresses and the final bit are targets; "all": every
     next token up to the answer (the random bits and swaps are then unpredictable noise in the loss).
+    pad_to: right-pad every program to this many tokens (>= the longest), so that batch shapes are static.
     """
     if loss_tokens not in ("answers", "all"):
         raise ValueError(f"loss_tokens={loss_tokens!r}; valid: answers, all")
@@ -204,6 +210,10 @@ def render(programs: Programs, vocab: Vocab, loss_tokens: str = "answers") -> To
     position = keep.cumsum(1) - 1
     length = keep.sum(1)
     L = int(length.max())
+    if pad_to is not None:
+        if pad_to < L:
+            raise ValueError(f"pad_to={pad_to} is shorter than the longest program ({L} tokens)")
+        L = pad_to
     out = np.full((B, L), V.PAD, dtype=np.int64)
     counts = np.zeros((B, L), dtype=bool)
     r, c = np.nonzero(keep)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from lt2.synth.task import IGNORE, N_VARS, VAR_NAMES, Vocab, program_rng, render, sample_programs
+from lt2.synth.task import IGNORE, N_VARS, VAR_NAMES, Vocab, max_length, program_rng, render, sample_programs
 
 VOCAB = Vocab(64)
 
@@ -89,6 +89,19 @@ def test_shortcut_scores_about_six_in_ten():
     accuracy = (p.shortcut == p.answer).mean()
     assert abs(accuracy - 0.6) < 0.02, accuracy  # std of the estimate: 0.005
     assert abs(p.answer.mean() - 0.5) < 0.02  # fair bits: chance is 0.5
+
+
+def test_padding_to_the_longest_program_keeps_tokens_and_targets():
+    p = sample_programs(program_rng(6), 64, 8, 8, reveals=True, strict_share=0.0)
+    p.spacing[:] = 1  # a reveal after every line: the longest programs
+    tight, padded = render(p, VOCAB), render(p, VOCAB, pad_to=max_length(8, 8) + 3)
+    assert tight.inputs.shape[1] == max_length(8, 8) - 1 and padded.inputs.shape[1] == max_length(8, 8) + 2
+    L = tight.inputs.shape[1]
+    assert torch.equal(padded.inputs[:, :L], tight.inputs) and torch.equal(padded.inputs[:, L], tight.answer)
+    assert (padded.inputs[:, L + 1 :] == VOCAB.PAD).all()  # the answer as an input (never a target), then pads
+    assert torch.equal(padded.targets[:, :L], tight.targets) and (padded.targets[:, L:] == IGNORE).all()
+    with pytest.raises(ValueError, match="pad_to"):
+        render(p, VOCAB, pad_to=L)
 
 
 def test_seeds_reproduce_and_keys_differ():
