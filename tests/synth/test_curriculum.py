@@ -9,7 +9,6 @@ Run: pytest tests/synth/test_curriculum.py
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -88,7 +87,8 @@ def test_cli_run_writes_record_with_provenance(tmp_path, capsys):
     assert main(argv) == 0
     record = json.loads(out.read_text())
     assert record["arm"] == "gdn_negeig" and record["loop_count"] == 2 and record["budget"] == "tiny"
-    assert record["reveals"] and record["strict_share"] == 0.2 and record["stages_run"] == [8]  # the tiny budget caps the stages
+    assert record["reveals"] and record["strict_share"] == 0.2
+    assert record["stages_run"] == [8]  # the tiny budget caps the stages
     prov = provenance.read_provenance(out)
     assert prov["config"]["model"]["linear"]["allow_neg_eigval"] is True
     assert prov["inputs"][0]["path"].endswith("config/synth/tiny.yaml")
@@ -124,7 +124,8 @@ def test_table_and_heatmap_read_the_records(tmp_path):
     from lt2.report.tables import build_table
 
     paths = []
-    for arm, loop, n_max in [("transformer", 1, 16), ("transformer", 8, 32), ("gdn_window", 1, 0), ("gdn_window", 8, 8)]:
+    cells = [("transformer", 1, 16), ("transformer", 8, 32), ("gdn_window", 1, 0), ("gdn_window", 8, 8)]
+    for arm, loop, n_max in cells:
         path = tmp_path / arm / f"T{loop}.json"
         path.parent.mkdir(exist_ok=True)
         spec = ARMS[arm]
