@@ -29,6 +29,10 @@ class CurriculumArgs:
     eval_samples: int = 256  # fresh strict programs per evaluation
     eval_batch: int = 256  # programs per evaluation forward
     stage_steps: int = 100_000  # step budget of one stage
+    # Wall-clock budget of one process in seconds (0: none): when spent, the current stage is recorded as not
+    # passed (cut short) and the run ends with its record. For a run that must fit a fixed slot; it makes
+    # n_max depend on the hardware's speed, which the record then says (`stopped: time_limit`).
+    time_limit_s: float = 0.0
 
 
 @dataclass
@@ -81,6 +85,7 @@ class SynthArgs:
             "curriculum.eval_samples": (c.eval_samples, 1),
             "curriculum.eval_batch": (c.eval_batch, 1),
             "curriculum.stage_steps": (c.stage_steps, 1),
+            "curriculum.time_limit_s": (c.time_limit_s, 0),
             "train.batch_size": (t.batch_size, 1),
             "nsa_heads": (self.nsa_heads, 0),
             "train.threads": (t.threads, 0),

@@ -52,6 +52,7 @@ class CurriculumState:
     step: int = 0  # optimizer steps done in this stage
     total_steps: int = 0  # optimizer steps done over all stages
     done: bool = False
+    stopped: str = ""  # why the run ended early: "" (it did not) or "time_limit"
     records: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # one per finished stage
     evals: list[dict[str, float]] = dataclasses.field(default_factory=list)  # this stage's evaluations so far
 
@@ -168,13 +169,13 @@ class Curriculum:
         config_yaml = OmegaConf.to_yaml(OmegaConf.create(self.config))
         return self.checkpointer.save(self.state.total_steps, self.model, self.optimizer, train_state, config_yaml)
 
-    def _finish_stage(self, passed: bool) -> None:
+    def _finish_stage(self, passed: bool, cut_short: bool = False) -> None:
         s = self.state
         best = max((e["accuracy"] for e in s.evals), default=float("nan"))
         last = s.evals[-1]["accuracy"] if s.evals else float("nan")
         n = self.stages[s.stage]
-        s.records.append({"stage": s.stage, "n": n, "m": n, "steps": s.step, "accuracy": last,
-                          "best_accuracy": best, "passed": passed, "evals": s.evals})  # fmt: skip
+        s.records.append({"stage": s.stage, "n": n, "m": n, "steps": s.step, "accuracy": last, "best_accuracy": best,
+                          "passed": passed, "cut_short": cut_short, "evals": s.evals})  # fmt: skip
         logger.info("stage %d (n = m = %d): %s after %d steps, accuracy %.3f",
                     s.stage, n, "passed" if passed else "failed", s.step, last)  # fmt: skip
         s.evals, s.step = [], 0
@@ -206,8 +207,11 @@ class Curriculum:
                     passed = True
                 elif s.step == c.stage_steps:
                     passed = False
+            if passed is None and c.time_limit_s and time.perf_counter() - started >= c.time_limit_s:
+                passed, s.stopped = False, "time_limit"
+                logger.warning("time limit of %.0f s spent: stage %d ends here", c.time_limit_s, s.stage)
             if passed is not None:
-                self._finish_stage(passed)
+                self._finish_stage(passed, cut_short=bool(s.stopped))
                 self.save()
             elif s.total_steps % every == 0:
                 self.save()
@@ -230,6 +234,7 @@ class Curriculum:
             "stages": s.records,
             "total_steps": s.total_steps,
             "complete": s.done,
+            "stopped": s.stopped,
             "reveals": self.args.task.reveals,
             "strict_share": self.args.task.strict_share if self.args.task.reveals else 1.0,
             "loss_tokens": self.args.task.loss_tokens,

@@ -80,6 +80,13 @@ def test_failed_stage_ends_the_run_and_resume_checks_the_config(tmp_path):
         Curriculum(other, "gdn", 1, tmp_path, "cpu")
 
 
+def test_time_limit_ends_the_run_with_a_record(tmp_path):
+    args = load_synth_args(None, [*TINY, "curriculum.time_limit_s=1e-9"])
+    record = Curriculum(args, "transformer", 1, tmp_path, "cpu").run(Never()).record
+    assert record["stopped"] == "time_limit" and record["n_max"] == 0 and record["total_steps"] == 1
+    assert record["stages"][0]["cut_short"] and not record["stages"][0]["passed"]
+
+
 def test_cli_run_writes_record_with_provenance(tmp_path, capsys):
     out = tmp_path / "results" / "synthetic" / "gdn_negeig" / "T2.json"
     argv = ["synth", "run", "config/synth/tiny.yaml", *TINY, "--arm", "gdn_negeig", "--loop-count", "2",
