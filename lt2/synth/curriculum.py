@@ -82,6 +82,18 @@ def run_config(args: SynthArgs, arm: str, loop_count: int) -> dict[str, Any]:
     return json.loads(json.dumps(config))  # tuples -> lists, as the YAML in a checkpoint reads back
 
 
+# Settings that change how a run goes, not what it computes: a resume may change them.
+RUNTIME_KEYS = (("train", "threads"), ("train", "log_every"), ("train", "checkpoint"), ("curriculum", "time_limit_s"))
+
+
+def result_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` without RUNTIME_KEYS: what a resumed run must share with the run it continues."""
+    kept = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
+    for section, key in RUNTIME_KEYS:
+        kept[section].pop(key, None)
+    return kept
+
+
 class Curriculum:
     """One (arm, loop_count) run in `run_dir`; `run(preemption)` trains until done or preempted."""
 
@@ -106,9 +118,10 @@ class Curriculum:
         self.config = run_config(args, arm, loop_count)
         latest = self.checkpointer.find_latest()
         if latest is not None:
-            saved = OmegaConf.to_container(OmegaConf.load(latest / RECIPE))
-            if saved != self.config:
-                changed = sorted(k for k in self.config if saved.get(k) != self.config[k])
+            saved = result_settings(OmegaConf.to_container(OmegaConf.load(latest / RECIPE)))
+            current = result_settings(self.config)
+            if saved != current:
+                changed = sorted(k for k in current if saved.get(k) != current[k])
                 raise ValueError(
                     f"run directory {run_dir} holds a curriculum with other settings ({', '.join(changed)}); "
                     "resume with the same configuration or use a new --dump-dir"

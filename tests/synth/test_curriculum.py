@@ -78,6 +78,8 @@ def test_failed_stage_ends_the_run_and_resume_checks_the_config(tmp_path):
     other = load_synth_args(None, [*TINY, "curriculum.stage_steps=7"])
     with pytest.raises(ValueError, match="curriculum"):
         Curriculum(other, "gdn", 1, tmp_path, "cpu")
+    runtime_only = load_synth_args(None, [*TINY, "curriculum.time_limit_s=60", "train.log_every=7"])
+    assert Curriculum(runtime_only, "gdn", 1, tmp_path, "cpu").state.done  # resumes the finished run
 
 
 def test_time_limit_ends_the_run_with_a_record(tmp_path):
