@@ -73,17 +73,17 @@ def synthetic_heatmap(inputs: list[Path]):
     stages = sorted({n for r in records for n in r["stages_run"]})
     budgets = sorted({r["budget"] for r in records})
 
-    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(loops), 1.2 + 0.55 * len(arms)), layout="constrained")
-    colour = np.log2(np.where(n_max > 0, n_max, 2.0 ** (math.log2(stages[0]) - 1)))  # none passed: below stage 1
-    image = ax.imshow(colour, cmap="viridis", vmin=math.log2(stages[0]) - 1, vmax=math.log2(max(stages)),
-                      aspect="auto")  # fmt: skip
+    fig, ax = plt.subplots(figsize=(max(6.0, 3.2 + 1.1 * len(loops)), 1.6 + 0.55 * len(arms)), layout="constrained")
+    low, high = math.log2(stages[0]) - 1, math.log2(max(stages))  # colour scale: "none" one step below stage 1
+    colour = np.log2(np.where(n_max > 0, n_max, 2.0**low))
+    image = ax.imshow(colour, cmap="viridis", vmin=low, vmax=high, aspect="auto")
     for i, arm in enumerate(arms):
         for j, loop in enumerate(loops):
             ours = "-" if np.isnan(n_max[i, j]) else ("none" if n_max[i, j] == 0 else str(int(n_max[i, j])))
             theirs = paper.get((arm, f"n_max T={loop}"))
             text = ours if theirs is None else f"{ours}\npaper {int(theirs)}"
             ax.text(j, i, text, ha="center", va="center", fontsize="small",
-                    color="white" if colour[i, j] < np.nanmean(colour) else "black")  # fmt: skip
+                    color="white" if not colour[i, j] > (low + high) / 2 else "black")  # fmt: skip
     pure = sum(not ARMS[a].hybrid for a in arms)
     if 0 < pure < len(arms):
         ax.axhline(pure - 0.5, color="red", linewidth=2)
@@ -94,7 +94,7 @@ def synthetic_heatmap(inputs: list[Path]):
     bar.ax.set_yticklabels(["none", *map(str, stages)])
     bar.set_label("n_max (n = m)")
     ax.set_title(
-        f"state tracking + recall ({', '.join(budgets)} budget)\npass: accuracy >= 0.90; "
+        f"state tracking + recall ({', '.join(budgets)} budget)\npass: accuracy >= 0.90\n"
         f"chance {CHANCE}, shortcut (initial address) ~{SHORTCUT}",
         fontsize="small",
     )
