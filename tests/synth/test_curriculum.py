@@ -148,4 +148,3 @@ def test_table_and_heatmap_read_the_records(tmp_path):
     fig = build_figure("synthetic_heatmap", [*paths, "config/paper/synthetic.csv"])
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert "32\npaper 64" in texts and "none\npaper 32" in texts
-
