@@ -16,6 +16,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/eval.smk"
 include: "workflow/rules/bench.smk"
 include: "workflow/rules/distill.smk"
+include: "workflow/rules/synthetic.smk"
 include: "workflow/rules/report.smk"
 
 

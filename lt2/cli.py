@@ -520,6 +520,44 @@ def _add_report(sub) -> None:
     f.set_defaults(func=cmd_report_figure)
 
 
+# ------------------------------------------------------------------ synth
+def cmd_synth_run(a: argparse.Namespace) -> int:
+    from lt2.synth.entry import run_synthetic
+
+    return run_synthetic(a.config, a.overrides, a.arm, a.loop_count, a.dump_dir, a.out)
+
+
+def cmd_synth_sample(a: argparse.Namespace) -> int:
+    from lt2.synth.task import Vocab, program_rng, render, sample_programs
+
+    programs = sample_programs(program_rng(a.seed), a.count, a.n, a.m or a.n, not a.strict, strict_share=0.2)
+    vocab = Vocab(a.m or a.n)
+    batch = render(programs, vocab)
+    for row, index, answer in zip(batch.inputs, batch.answer_index, batch.answer, strict=True):
+        print(vocab.decode([*row[: index + 1].tolist(), int(answer)]), end="\n\n")
+    return 0
+
+
+def _add_synth(sub) -> None:
+    p = sub.add_parser("synth", help="synthetic state tracking + recall curriculum (the paper's Figure 9)")
+    cmds = p.add_subparsers(dest="synth_command", required=True, metavar="<synth>")
+    r = cmds.add_parser("run", help="one arm at one loop count through the curriculum (resumes from --dump-dir)")
+    r.add_argument("config", help="synthetic config YAML (config/synth/tiny.yaml, config/synth/paper.yaml)")
+    r.add_argument("overrides", nargs="*", help="dot-list overrides, e.g. curriculum.stage_steps=1000")
+    r.add_argument("--arm", required=True, help="transformer, nsa, gdn, gdn_negeig, full_window, gdn_window, ...")
+    r.add_argument("--loop-count", type=int, required=True, help="times the 4-layer block is applied")
+    r.add_argument("--dump-dir", required=True, help="checkpoints; a rerun resumes here")
+    r.add_argument("--out", required=True, help="JSON record (n_max, per-stage steps and accuracy) + .prov.json")
+    r.set_defaults(func=cmd_synth_run)
+    s = cmds.add_parser("sample", help="print a few generated programs with their answers")
+    s.add_argument("--n", type=int, default=8, help="swap lines")
+    s.add_argument("--m", type=int, default=0, help="bits (0: n)")
+    s.add_argument("--count", type=int, default=2)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--strict", action="store_true", help="no intermediate state reveals")
+    s.set_defaults(func=cmd_synth_sample)
+
+
 # ------------------------------------------------------------------ train
 def cmd_train(a: argparse.Namespace) -> int:
     from lt2.train.entry import run_train
@@ -621,6 +659,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_model_info(sub)
     _add_report(sub)
+    _add_synth(sub)
     _add_train(sub)
     _add_verify_kernels(sub)
     return parser

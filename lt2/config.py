@@ -29,6 +29,9 @@ class LinearArgs:
     conv_size: int = 4  # depthwise causal short convolution on q/k/v; 0 disables it
     use_gate: bool = True  # output gate: o = norm(o) * silu(W_g x)
     norm_eps: float = 1e-5
+    # Delta-rule mixers (gdn, deltanet, kda): beta = 2 sigmoid(W_b x) in (0, 2), so the transition
+    # I - beta k k^T may have a negative eigenvalue (fla's allow_neg_eigval; off in the reference code).
+    allow_neg_eigval: bool = False
 
     def check(self) -> None:
         """Raise ValueError unless the heads are usable (part of validate_model)."""

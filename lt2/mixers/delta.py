@@ -3,7 +3,7 @@ choice of kernel and the gated output norm. Each family adds only its decay and 
 
     q, k = l2norm(silu(conv(W_q x))), l2norm(silu(conv(W_k x)))      [B, T, H, Dk]
     v    = silu(conv(W_v x))                                           [B, T, H, Dv], Dv = expand_v * Dk
-    beta = sigmoid(W_b x)                                              [B, T, H]
+    beta = sigmoid(W_b x), times 2 with linear.allow_neg_eigval         [B, T, H]
     g    = family decay (log space) or None                            [B, T, H] | [B, T, H, Dk]
     o    = delta_rule(q, k, v, beta, g)                                [B, T, H, Dv]
     y    = W_o (RMSNorm_per_head(o) * act(gate(x)))                    [B, T, C]
@@ -68,6 +68,8 @@ class DeltaRuleMixer(nn.Module):
         self.k_proj = nn.Linear(args.dim, self.key_dim, bias=False)
         self.v_proj = nn.Linear(args.dim, self.value_dim, bias=False)
         self.b_proj = nn.Linear(args.dim, self.n_heads, bias=False)
+        # beta in (0, 2) instead of (0, 1): eigenvalue 1 - beta of I - beta k k^T can be negative (fla's switch)
+        self.allow_neg_eigval = lin.allow_neg_eigval
         self.conv_size = lin.conv_size
         if self.conv_size > 0:
             self.q_conv1d = ShortConv(self.key_dim, self.conv_size)
@@ -93,6 +95,11 @@ class DeltaRuleMixer(nn.Module):
         if self.g_proj is None:
             return None
         return self.g_proj(x).view(*x.shape[:2], self.n_heads, self.head_v_dim)
+
+    def beta(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, T, C] -> write strength beta [B, T, H]: sigmoid, doubled under allow_neg_eigval."""
+        beta = torch.sigmoid(self.b_proj(x))
+        return beta * 2.0 if self.allow_neg_eigval else beta
 
     # ------------------------------------------------------------------ cache
     def init_cache(self, batch: int, max_len: int, device, dtype, spec: MixerSpec) -> DeltaRuleCache:
@@ -138,7 +145,7 @@ class DeltaRuleMixer(nn.Module):
         """x [B, T, C] (or [1, total, C] with seq.cu_seqlens) -> [B, T, C]; `cache` continues the sequence in place."""
         B, T, _ = x.shape
         q, k, v = self._qkv(x, seq, cache)  # [B, T, H, Dk], [B, T, H, Dk], [B, T, H, Dv]
-        beta = torch.sigmoid(self.b_proj(x))  # [B, T, H]
+        beta = self.beta(x)  # [B, T, H]
         g = self.log_decay(x)
         fast = self._use_fla(x, g)
         kwargs = dict(g=g, use_qk_l2norm=True)

@@ -74,4 +74,5 @@ class GatedDeltaNet(DeltaRuleMixer):
             o_norm_weight=self.o_norm.weight,
             eps=self.o_norm.eps,
             state=cache.state,
+            allow_neg_eigval=self.allow_neg_eigval,
         )

@@ -17,7 +17,8 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from lt2.files import atomic_path
-from lt2.report.registry import Entry, bench_throughput_records, longctx_records, recipe_id
+from lt2.report.registry import Entry, bench_throughput_records, longctx_records, recipe_id, synthetic_records
+from lt2.synth.report import synthetic_heatmap
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -130,6 +131,12 @@ FIGURES: dict[str, Entry] = {
     "decode_throughput": Entry(decode_throughput, bench_throughput_records, "Decode tokens/s against context"),
     "niah_context": Entry(niah_context, longctx_records, "NIAH accuracy against context length"),
     "training_curve": Entry(training_curve, "train/{scale}/{recipe}/metrics.jsonl", "Training and validation loss"),
+    "synthetic_heatmap": Entry(
+        synthetic_heatmap,
+        synthetic_records,
+        "Largest curriculum stage passed per arm and loop count",
+        paper="synthetic",
+    ),
 }
 
 

@@ -9,6 +9,9 @@ of them. Records are read in one of two ways:
 - from the configuration: a function of the workflow config returning paths under `results/<name>/`, for
   benchmarks that measure a configured list of recipes in their own layout (`bench_throughput_records`).
 
+A figure that prints the paper's numbers next to ours names their table in `paper`; the workflow then adds
+`config/paper/<paper>.csv` to its inputs (tables always read their own).
+
 The paragraph-long caption of the HTML report is `workflow/report/<name>.rst`; `caption` here is the one
 line a LaTeX table carries.
 """
@@ -40,12 +43,14 @@ class Entry:
              recipe's record of each), or config -> paths; all under results/<name>/
     caption: one line (the LaTeX caption of a table)
     select:  recipe names the entry reads (an ablation's rows); None: every recipe of the run
+    paper:   a figure's: the table whose paper numbers (config/paper/<paper>.csv) it also reads; None: none
     """
 
     build: Callable[[list[Path]], Any]
     records: Records
     caption: str
     select: tuple[str, ...] | None = None
+    paper: str | None = None
 
     def record_paths(self, config: Mapping[str, Any], recipes: list[str]) -> list[str]:
         """The records this entry reads for a run of `recipes` (`<scale>/<recipe>` ids) under `config`."""
@@ -91,3 +96,13 @@ def distill_records(config: Mapping[str, Any]) -> list[str]:
         raise ValueError("the distill table needs config `distill` (a distillation run)")
     scale = load_distill(config["distill"]["config"]).scale
     return [f"distill/{scale}/{kind}/{role}.json" for kind in ("eval", "bench") for role in ("teacher", "student")]
+
+
+def synthetic_records(config: Mapping[str, Any]) -> list[str]:
+    """One `lt2 synth run` record per configured arm and loop count (config synthetic.arms x loop_counts)."""
+    synthetic = config.get("synthetic")
+    if not synthetic or not synthetic.get("arms") or not synthetic.get("loop_counts"):
+        raise ValueError("the synthetic table/figure need config synthetic.arms and synthetic.loop_counts")
+    return [
+        f"synthetic/{arm}/T{loop_count}.json" for arm in synthetic["arms"] for loop_count in synthetic["loop_counts"]
+    ]

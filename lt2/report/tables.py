@@ -31,7 +31,9 @@ from lt2.report.registry import (
     distill_records,
     longctx_records,
     recipe_id,
+    synthetic_records,
 )
+from lt2.synth.report import synthetic_table
 
 PAPER_COLUMNS = ["table", "row", "column", "value", "source"]
 
@@ -223,6 +225,9 @@ TABLES: dict[str, Entry] = {
     ),
     "train_throughput": Entry(
         train_throughput_table, bench_train_records, "Training throughput: tokens/s, MFU and peak memory"
+    ),
+    "synthetic": Entry(
+        synthetic_table, synthetic_records, "State tracking + recall: largest curriculum stage passed (Figure 9)"
     ),
     **{
         name: Entry(ablation_table(name), (ZEROSHOT, PPL), caption, select=ablation_recipes(name))

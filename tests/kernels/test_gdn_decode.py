@@ -31,7 +31,7 @@ from lt2.testing import assert_close, random_gdn_decode_step
 RTOL = 1e-5  # fp32 kernel vs fp32 oracle: summation order only
 
 
-def check_steps(B, H, Dk, Dv, K, gate, decay, steps):
+def check_steps(B, H, Dk, Dv, K, gate, decay, steps, neg_eigval=False):
     """Worker side: `steps` consecutive steps, kernel and oracle each on their own caches and state."""
     from lt2.kernels.gdn_decode import fused_gdn_decode_step
 
@@ -39,6 +39,7 @@ def check_steps(B, H, Dk, Dv, K, gate, decay, steps):
     torch.utils.deterministic.fill_uninitialized_memory = True
     gen = torch.Generator().manual_seed(B * 1000 + Dk * 10 + K)
     kernel = random_gdn_decode_step(B, H, Dk, Dv, K, gate=gate, decay=decay, generator=gen)
+    kernel.allow_neg_eigval = neg_eigval
     oracle = kernel.clone_in_place()
     for step in range(steps):
         if step:  # a new token: fresh projections, same weights, caches and state carried over
@@ -69,6 +70,22 @@ CASES = [
 )
 def test_fused_step_matches_oracle(interpreted, B, H, Dk, Dv, K, gate, decay):
     interpreted(check_steps, B, H, Dk, Dv, K, gate, decay, steps=3)
+
+
+def test_fused_step_neg_eigval(interpreted):
+    """allow_neg_eigval (beta = 2 sigmoid(b)) in the kernel and the oracle; the oracle's beta is checked in
+    tests/mixers/test_delta_rule.py against the mixer's."""
+    interpreted(check_steps, 1, 2, 16, 32, 4, True, 0.01, steps=2, neg_eigval=True)
+
+
+def test_oracle_neg_eigval_is_the_doubled_write():
+    """With a zero state and no decay, the state after one step is beta k v^T: twice as large when beta doubles."""
+    step = random_gdn_decode_step(1, 2, 8, 16, 1, decay=0.0, generator=torch.Generator().manual_seed(3))
+    step.state.zero_()
+    plain, doubled = step.clone_in_place(), dataclasses.replace(step.clone_in_place(), allow_neg_eigval=True)
+    naive_gdn_decode_step(plain)
+    naive_gdn_decode_step(doubled)
+    assert_close("state", doubled.state, 2 * plain.state, rtol=1e-6)
 
 
 def check_padded_row_stays_zero():

@@ -192,3 +192,29 @@ def test_decay_formula(pattern):
     g = mixer.log_decay(torch.randn(2, 5, 32))
     assert g.shape == ((2, 5, 2) if pattern == "gdn" else (2, 5, 2, 8)) and g.dtype == torch.float32
     assert_close(f"{pattern} decay", g, torch.full_like(g, -2.0), rtol=1e-6, atol=1e-6)
+
+
+# ------------------------------------------------------------------ allow_neg_eigval
+def test_neg_eigval_doubles_beta_and_reaches_every_path():
+    """linear.allow_neg_eigval: beta = 2 sigmoid(W_b x) in the mixer; the chunked reference equals the per-token
+    oracle with such betas (> 1, so I - beta k k^T has a negative eigenvalue), and decode equals forward."""
+    from lt2.kernels.delta_rule import chunk_delta_rule, naive_recurrent_delta_rule
+
+    plain, negeig = tiny_model("gdn", 2, seed=1), tiny_model("gdn", 2, seed=1, allow_neg_eigval=True)
+    x = torch.randn(2, 9, 32, generator=torch.Generator().manual_seed(0))
+    mixer, mixer_neg = plain.layers[0].mixer, negeig.layers[0].mixer
+    assert_close("beta", mixer_neg.beta(x), 2 * torch.sigmoid(mixer.b_proj(x)), rtol=1e-6)
+    toks = tokens(2, 70, seed=3)
+    with torch.no_grad():
+        assert (negeig(toks) - plain(toks)).abs().max() > 1e-3, "the switch changed nothing"
+    assert_close("neg-eigval decode", incremental_logits(negeig, toks, [33]), negeig(toks), rtol=RTOL, atol=ATOL)
+
+    gen = torch.Generator().manual_seed(4)
+    q, k = torch.randn(2, 70, 2, 8, generator=gen), torch.randn(2, 70, 2, 8, generator=gen)
+    v, g = torch.randn(2, 70, 2, 16, generator=gen), -torch.rand(2, 70, 2, generator=gen)
+    beta = 1 + torch.rand(2, 70, 2, generator=gen)  # (1, 2): eigenvalue 1 - beta < 0 along k
+    kw = dict(g=g, use_qk_l2norm=True, output_final_state=True)
+    o, state = chunk_delta_rule(q.double(), k.double(), v.double(), beta.double(), **kw)
+    o_ref, state_ref = naive_recurrent_delta_rule(q.double(), k.double(), v.double(), beta.double(), **kw)
+    assert_close("chunk o, beta in (1, 2)", o, o_ref, rtol=1e-10)
+    assert_close("chunk state, beta in (1, 2)", state, state_ref, rtol=1e-10)

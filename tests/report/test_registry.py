@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from lt2.report.figures import FIGURES
-from lt2.report.registry import Entry, bench_throughput_records, bench_train_records
+from lt2.report.registry import Entry, bench_throughput_records, bench_train_records, synthetic_records
 from lt2.report.tables import TABLES
 
 REPO = Path(__file__).parents[2]
@@ -50,3 +50,16 @@ def test_record_paths_per_recipe_and_from_the_config():
     assert bench_train_records(config) == ["bench/train/600M/x.json", "bench/train/600M/y.json"]
     with pytest.raises(ValueError, match=r"bench\.throughput"):
         bench_throughput_records({"bench": {}})
+
+
+def test_synthetic_records_and_the_heatmaps_paper_file():
+    config = {"synthetic": {"arms": ["transformer", "gdn"], "loop_counts": [1, 8]}}
+    expected = ["synthetic/transformer/T1.json", "synthetic/transformer/T8.json", "synthetic/gdn/T1.json",
+                "synthetic/gdn/T8.json"]  # fmt: skip
+    assert TABLES["synthetic"].record_paths(config, ["tiny/a"]) == expected
+    assert FIGURES["synthetic_heatmap"].record_paths(config, ["tiny/a"]) == expected
+    # the heatmap prints the paper's outcomes: its rule adds config/paper/synthetic.csv; other figures read none
+    assert FIGURES["synthetic_heatmap"].paper == "synthetic" and FIGURES["training_curve"].paper is None
+    assert (REPO / "config" / "paper" / f"{FIGURES['synthetic_heatmap'].paper}.csv").is_file()
+    with pytest.raises(ValueError, match=r"synthetic\.arms"):
+        synthetic_records({"synthetic": {"arms": [], "loop_counts": [1]}})

@@ -31,8 +31,8 @@ def test_paper_dry_run_lists_every_job(workflow):
         "eval_ppl": n,
         "eval_zeroshot": n,
         "eval_longctx": 8,  # the 1.3B Table 5 rows trained at 2048 tokens (config eval.longctx)
-        "table": 10,  # model_size, lm, 4 ablations, decode, train_throughput, long_context, distill
-        "figure": 3,  # training_curve, decode_throughput, niah_context
+        "table": 11,  # model_size, lm, 4 ablations, decode, train_throughput, long_context, distill, synthetic
+        "figure": 4,  # training_curve, decode_throughput, niah_context, synthetic_heatmap
         "bench_throughput": 1,  # one GPU job times every benchmarked recipe side by side
         "bench_train": 2,  # the 600M full-attention and GDN loops, one GPU job each
         "distill_teacher": 1,  # Ouro-1.4B from the Hub at its pinned revision, converted
@@ -43,6 +43,7 @@ def test_paper_dry_run_lists_every_job(workflow):
         "distill_export": 1,
         "distill_eval": 2,  # teacher and student
         "distill_bench": 2,
+        "synthetic": 8 * 4,  # every arm at every loop count, one GPU job each
         "all": 1,
     }, counts
     assert "--kind hf --name meta-llama/Meta-Llama-3-8B" in res.stdout
@@ -54,6 +55,9 @@ def test_paper_dry_run_lists_every_job(workflow):
     assert "results/paper/bench/train/600M/looped_pure_full.json" in res.stdout
     assert "lt2 eval longctx results/paper/train/1B/longctx_hybrid_gdn_dsa --tokenizer" in res.stdout
     assert "--lengths 1024,2048,4096" in res.stdout
+    assert "lt2 synth run config/synth/paper.yaml  --arm gdn_window --loop-count 8" in res.stdout
+    # the heatmap prints the paper's outcomes: its registry entry adds the paper file after the records
+    assert "T8.json config/paper/synthetic.csv --png figures/paper/synthetic_heatmap.png" in res.stdout
 
 
 def test_long_context_table_plans_only_its_recipes(workflow):

@@ -33,6 +33,8 @@ FINAL = [
     "figures/test/training_curve.png",
     "results/test/tables/long_context.md",
     "figures/test/niah_context.png",
+    "results/test/tables/synthetic.md",
+    "figures/test/synthetic_heatmap.png",
 ]
 
 
@@ -49,6 +51,9 @@ def test_tiny_dag_produces_every_output(tiny_run):
             assert (tiny_run / f"results/test/tables/{table}.{ext}").is_file()
     for ext in ("png", "pdf"):
         assert (tiny_run / f"figures/test/training_curve.{ext}").stat().st_size > 1000
+    synth = json.loads((tiny_run / "results/test/synthetic/transformer/T1.json").read_text())
+    assert synth["stages"][0]["steps"] == 4 and len(synth["stages"][0]["evals"]) == 2, synth  # 4 steps cannot pass
+    assert (tiny_run / "figures/test/synthetic_heatmap.png").stat().st_size > 1000
     lm = (tiny_run / "results/test/tables/lm.csv").read_text().splitlines()
     assert lm[0].split(",")[:2] == ["recipe", "scale"]
     assert sorted(line.split(",")[0] for line in lm[1:]) == sorted(RECIPES)

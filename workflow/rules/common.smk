@@ -176,6 +176,12 @@ def figure_records(wildcards):
     return [result_path(p) for p in FIGURES[wildcards.figure].record_paths(config, RECIPES)]
 
 
+def figure_paper(wildcards):
+    """The paper's numbers a figure prints next to ours (its entry's `paper` table), or none."""
+    paper = FIGURES[wildcards.figure].paper
+    return [f"{config['report']['paper']}/{paper}.csv"] if paper else []
+
+
 def report_caption(wildcards):
     """The caption paragraph of a table or figure (workflow/report/<name>.rst) for the report's template."""
     name = wildcards.get("table") or wildcards.get("figure")
@@ -367,3 +373,18 @@ def distill_role_files(wildcards):
 def distill_bench_args(wildcards):
     bench = DISTILL["bench"]
     return f"--ctx {bench['ctx']} --batch {bench['batch']} --steps {bench['steps']} --device {bench['device']}"
+
+
+# ---------------------------------------------------------------- synthetic curriculum
+wildcard_constraints:
+    arm=r"[a-z0-9_]+",
+    loop_count=r"[0-9]+",
+
+
+def synthetic_config_file(wildcards):
+    return config["synthetic"]["config"]
+
+
+def synthetic_overrides(wildcards):
+    return shlex.join(config["synthetic"]["overrides"])
+

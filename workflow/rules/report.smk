@@ -2,6 +2,7 @@
 # table and one any figure: the package's registries (lt2.report.tables.TABLES, lt2.report.figures.FIGURES)
 # say which records each reads; common.smk turns that into input paths. Adding a table is one function and
 # its registry entry, plus its caption in workflow/report/<table>.rst and the paper's numbers in config/paper/.
+# A figure whose entry names a `paper` table also reads config/paper/<paper>.csv (after its records).
 
 
 rule table:
@@ -25,7 +26,8 @@ rule table:
 
 rule figure:
     input:
-        figure_records,
+        records=figure_records,
+        paper=figure_paper,
     output:
         png=report(figure_path("{figure}.png"), caption="../report/caption.rst", category="Figures"),
         pdf=figure_path("{figure}.pdf"),

@@ -90,6 +90,7 @@ def fused_gdn_decode_kernel(
     NV: tl.constexpr,
     BR: tl.constexpr,
     USE_GATE: tl.constexpr,
+    NEG_EIGVAL: tl.constexpr,
 ):
     i_bh = tl.program_id(0).to(tl.int64)
     i_b, i_h = i_bh // H, i_bh % H
@@ -108,6 +109,8 @@ def fused_gdn_decode_kernel(
     b_k = b_k / tl.sqrt(tl.sum(b_k * b_k) + L2NORM_EPS)
 
     b_beta = tl.sigmoid(tl.load(b + i_bh).to(tl.float32))
+    if NEG_EIGVAL:  # beta in (0, 2): the transition I - beta k k^T may have a negative eigenvalue
+        b_beta = b_beta * 2.0
     b_x = tl.load(a + i_bh).to(tl.float32) + tl.load(dt_bias + i_h).to(tl.float32)
     # softplus as torch and fla compute it (linear above 20); its absolute error (<~1e-7) is far below a decay's
     b_softplus = tl.where(b_x < 20.0, tl.log(1.0 + tl.exp(b_x)), b_x)
@@ -187,6 +190,7 @@ def fused_gdn_decode_fwd(step: GDNDecodeStep, block_v: int | None = None, num_wa
         NV=triton.cdiv(Dv, BV),
         BR=triton.next_power_of_2(max(K - 1, 1)),  # conv cache rows, padded
         USE_GATE=step.gate is not None,
+        NEG_EIGVAL=step.allow_neg_eigval,
         num_warps=num_warps,
         num_stages=1,
     )
@@ -252,8 +256,9 @@ def fused_gdn_decode_step(step: GDNDecodeStep) -> torch.Tensor:
 
     Everything between the layer's input projections and its output projection, for one token:
     q = l2norm(silu(conv(q_in))) * Dk^-0.5, k = l2norm(silu(conv(k_in))), v = silu(conv(v_in)),
-    beta = sigmoid(b), g = -exp(A_log) * softplus(a + dt_bias); S = exp(g) S, u = v - S^T k,
-    S += beta k u^T, o = S^T q; y = rms_norm(o, o_norm_weight, eps) * silu(gate). fp32 inside.
+    beta = sigmoid(b) (x 2 with allow_neg_eigval), g = -exp(A_log) * softplus(a + dt_bias);
+    S = exp(g) S, u = v - S^T k, S += beta k u^T, o = S^T q;
+    y = rms_norm(o, o_norm_weight, eps) * silu(gate). fp32 inside.
     The fields of `step` (shapes, what is updated in place) are documented on GDNDecodeStep.
 
     Returns y [B, H*Dv] in q_in's dtype, ready for the output projection. Raises ValueError naming the

@@ -29,6 +29,7 @@ class GDNDecodeStep:
         gate: [B, H*Dv] W_g x, or None for an ungated norm.
         o_norm_weight: [Dv] the per-head RMSNorm weight; eps its epsilon.
         state: [B, H, Dk, Dv] fp32 recurrent state, updated in place (contiguous).
+        allow_neg_eigval: beta = 2 sigmoid(b) instead of sigmoid(b) (the mixer's linear.allow_neg_eigval).
     """
 
     IN_PLACE: ClassVar[tuple[str, ...]] = ("conv_q", "conv_k", "conv_v", "state")  # updated by every step
@@ -51,10 +52,12 @@ class GDNDecodeStep:
     o_norm_weight: torch.Tensor
     eps: float
     state: torch.Tensor
+    allow_neg_eigval: bool = False
 
     def tensors(self) -> dict[str, torch.Tensor | None]:
-        """Every field but eps, by name (gate may be None)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "eps"}
+        """Every tensor field by name (gate may be None): all but eps and allow_neg_eigval."""
+        scalars = ("eps", "allow_neg_eigval")
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in scalars}
 
     def clone_in_place(self) -> GDNDecodeStep:
         """The same step with its own copies of the IN_PLACE tensors: run it beside this one to compare."""

@@ -5,7 +5,7 @@ Per sequence and head, for one new token (everything in fp32, fp64 for fp64 inpu
     q = l2norm(silu(conv(q_in))) * Dk^-0.5      l2norm(x) = x / sqrt(sum(x^2) + 1e-6), as fla's kernels
     k = l2norm(silu(conv(k_in)))
     v = silu(conv(v_in))
-    beta = sigmoid(b),  g = -exp(A_log) * softplus(a + dt_bias)          (log decay, <= 0)
+    beta = sigmoid(b) (x 2 with allow_neg_eigval),  g = -exp(A_log) * softplus(a + dt_bias)   (g <= 0)
     S = exp(g) S;  u = v - S^T k;  S = S + beta k u^T;  o = S^T q       S: [Dk, Dv]
     y = rms_norm(o, o_norm_weight, eps) * silu(gate)
 
@@ -49,7 +49,7 @@ def naive_gdn_decode_step(step: GDNDecodeStep) -> torch.Tensor:
     q = l2norm(conv_step(step.q_in, step.conv_q, step.w_q).view(B, H, Dk)) * Dk**-0.5
     k = l2norm(conv_step(step.k_in, step.conv_k, step.w_k).view(B, H, Dk))
     v = conv_step(step.v_in, step.conv_v, step.w_v).view(B, H, Dv)
-    beta = torch.sigmoid(step.b.to(dtype))  # [B, H]
+    beta = torch.sigmoid(step.b.to(dtype)) * (2.0 if step.allow_neg_eigval else 1.0)  # [B, H]
     g = -step.A_log.to(dtype).exp() * F.softplus(step.a.to(dtype) + step.dt_bias.to(dtype))  # [B, H]
 
     S = step.state.to(dtype) * g.exp()[..., None, None]  # [B, H, Dk, Dv]

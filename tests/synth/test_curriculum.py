@@ -1,0 +1,156 @@
+"""The curriculum runner (lt2.synth.curriculum) and its command: stages advance at the threshold, a run killed
+mid-stage resumes at the same stage and step and ends exactly as the uninterrupted run, `lt2 synth run` writes
+its record with provenance; every arm builds and runs; the table and the heatmap read the records.
+
+Run: pytest tests/synth/test_curriculum.py
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lt2.cli import main
+from lt2.report import provenance
+from lt2.synth.arms import ARMS, arm_model
+from lt2.synth.curriculum import Curriculum, load_synth_args
+from lt2.synth.task import Vocab
+
+TINY = [
+    "model.dim=16", "model.n_layers=2", "model.n_heads=2", "model.ffn_dim=32", "model.vocab_size=32",
+    "model.linear.n_heads=2", "model.linear.head_dim=8", "model.window=8", "model.nsa.block_size=4",
+    "model.nsa.block_count=2", "model.nsa.window=8", "nsa_heads=0", "curriculum.stages=[8,16]",
+    "curriculum.stage_steps=6", "curriculum.eval_every=3", "curriculum.eval_samples=16", "train.batch_size=4",
+    "train.optim.warmup_steps=2", "train.checkpoint.every=100", "train.dtype=fp32",
+]  # fmt: skip
+
+
+class StopAt:
+    """A stand-in for lt2.train.preemption.Preemption whose flag rises once `steps` optimizer steps are done."""
+
+    def __init__(self, curriculum: Curriculum, steps: int):
+        self.curriculum, self.steps = curriculum, steps
+
+    @property
+    def flag(self) -> int:
+        return int(self.curriculum.state.total_steps >= self.steps)
+
+
+class Never:
+    flag = 0
+
+
+def without_timing(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k != "device"}
+
+
+def test_killed_mid_stage_resumes_at_its_stage_and_step(tmp_path):
+    # threshold 0.01: stage 0 passes at an evaluation (any right answer), so the kill lands mid stage 1
+    args = load_synth_args(None, [*TINY, "curriculum.threshold=0.01"])
+    whole = Curriculum(args, "transformer", 2, tmp_path / "whole", "cpu").run(Never())
+    assert whole.status == "completed"
+    stages = whole.record["stages"]
+    assert [(r["n"], r["passed"]) for r in stages] == [(8, True), (16, True)] and whole.record["n_max"] == 16
+    stage0 = stages[0]["steps"]
+    assert stage0 in (3, 6) and whole.record["total_steps"] == stage0 + stages[1]["steps"]
+
+    first = Curriculum(args, "transformer", 2, tmp_path / "killed", "cpu")
+    result = first.run(StopAt(first, stage0 + 2))
+    assert result.status == "preempted" and (first.state.stage, first.state.step) == (1, 2)
+    resumed = Curriculum(args, "transformer", 2, tmp_path / "killed", "cpu")
+    assert (resumed.state.stage, resumed.state.step, resumed.state.total_steps) == (1, 2, stage0 + 2)
+    assert resumed.scheduler.last_epoch == stage0 + 2
+    finished = resumed.run(Never())
+    assert without_timing(finished.record) == without_timing(whole.record)  # same evaluations, same accuracies
+    for name, p in resumed.model.state_dict().items():
+        assert torch.equal(p, Curriculum(args, "transformer", 2, tmp_path / "whole", "cpu").model.state_dict()[name])
+
+
+def test_failed_stage_ends_the_run_and_resume_checks_the_config(tmp_path):
+    args = load_synth_args(None, TINY)  # threshold 0.9: nothing passes in 6 steps
+    record = Curriculum(args, "gdn", 1, tmp_path, "cpu").run(Never()).record
+    assert record["n_max"] == 0 and len(record["stages"]) == 1 and record["complete"]
+    stage = record["stages"][0]
+    assert stage["steps"] == 6 and [e["step"] for e in stage["evals"]] == [3, 6] and not stage["passed"]
+    other = load_synth_args(None, [*TINY, "curriculum.stage_steps=7"])
+    with pytest.raises(ValueError, match="curriculum"):
+        Curriculum(other, "gdn", 1, tmp_path, "cpu")
+    runtime_only = load_synth_args(None, [*TINY, "curriculum.time_limit_s=60", "train.log_every=7"])
+    assert Curriculum(runtime_only, "gdn", 1, tmp_path, "cpu").state.done  # resumes the finished run
+
+
+def test_time_limit_ends_the_run_with_a_record(tmp_path):
+    args = load_synth_args(None, [*TINY, "curriculum.time_limit_s=1e-9"])
+    record = Curriculum(args, "transformer", 1, tmp_path, "cpu").run(Never()).record
+    assert record["stopped"] == "time_limit" and record["n_max"] == 0 and record["total_steps"] == 1
+    assert record["stages"][0]["cut_short"] and not record["stages"][0]["passed"]
+
+
+def test_cli_run_writes_record_with_provenance(tmp_path, capsys):
+    out = tmp_path / "results" / "synthetic" / "gdn_negeig" / "T2.json"
+    argv = ["synth", "run", "config/synth/tiny.yaml", *TINY, "--arm", "gdn_negeig", "--loop-count", "2",
+            "--dump-dir", str(tmp_path / "run"), "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    record = json.loads(out.read_text())
+    assert record["arm"] == "gdn_negeig" and record["loop_count"] == 2 and record["budget"] == "tiny"
+    assert record["reveals"] and record["strict_share"] == 0.2
+    assert record["stages_run"] == [8]  # the tiny budget caps the stages
+    prov = provenance.read_provenance(out)
+    assert prov["config"]["model"]["linear"]["allow_neg_eigval"] is True
+    assert prov["inputs"][0]["path"].endswith("config/synth/tiny.yaml")
+    assert main([*argv[:4], "--arm", "mamba", "--loop-count", "1", "--dump-dir", "x", "--out", "y"]) == 2
+    assert "valid arms: transformer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arm", list(ARMS))
+def test_every_arm_builds_and_learns_a_step(arm, tmp_path):
+    args = load_synth_args(None, TINY)
+    curriculum = Curriculum(args, arm, 2, tmp_path, "cpu")
+    layout = curriculum.model_args.layout.table()
+    assert len(layout) == 2 and len(layout[0]) == 2
+    assert ARMS[arm].hybrid == (len(set(layout[0])) == 2)  # hybrids interleave two mixers 1:1
+    batch = curriculum.batch(0, 0, 4, 0)
+    before = curriculum.train_step(batch)
+    assert torch.isfinite(torch.tensor(before)) and 0.0 <= curriculum.evaluate() <= 1.0
+
+
+def test_nsa_heads_and_neg_eigval_reach_the_model():
+    args = load_synth_args("config/synth/paper.yaml")
+    for arm in ("nsa", "gdn_nsa"):
+        m = arm_model(args.model, arm, 1, args.nsa_heads)
+        assert (m.n_heads, m.head_dim, m.nsa.n_kv_heads, m.linear.n_heads) == (16, 16, 1, 4)
+    assert arm_model(args.model, "transformer", 4, args.nsa_heads).n_heads == 4
+    assert arm_model(args.model, "gdn_negeig", 1).linear.allow_neg_eigval
+    assert not arm_model(args.model, "gdn", 1).linear.allow_neg_eigval
+    assert args.model.vocab_size == Vocab(256).size and args.curriculum.stage_steps == 100_000
+
+
+def test_table_and_heatmap_read_the_records(tmp_path):
+    from lt2.report.figures import build_figure
+    from lt2.report.tables import build_table
+
+    def records(budget: str) -> list:
+        paths = []
+        cells = [("transformer", 1, 16), ("transformer", 8, 32), ("gdn_window", 1, 0), ("gdn_window", 8, 8)]
+        for arm, loop, n_max in cells:
+            path = tmp_path / budget / arm / f"T{loop}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            spec = ARMS[arm]
+            path.write_text(json.dumps({"arm": arm, "label": spec.label, "hybrid": spec.hybrid, "loop_count": loop,
+                                        "n_max": n_max, "budget": budget, "stages_run": [8, 16, 32]}))  # fmt: skip
+            paths.append(path)
+        return paths
+
+    # the paper's outcomes stand beside a paper-budget run only (rows paper/<arm>), never beside a tiny one
+    rows = build_table("synthetic", records("paper"), "config/paper/synthetic.csv").set_index("recipe")
+    assert rows.loc["transformer", "n_max T=8"] == 32 and rows.loc["gdn_window", "n_max best T"] == 8
+    assert rows.loc["gdn_window", "paper n_max T=8 [paper]"] == 128
+    assert rows.loc["transformer", "paper n_max T=1 [paper]"] == 64
+    tiny = build_table("synthetic", records("tiny"), "config/paper/synthetic.csv")
+    assert not [c for c in tiny.columns if c.startswith("paper ")], list(tiny.columns)
+    paths = records("tiny")
+    fig = build_figure("synthetic_heatmap", [*paths, "config/paper/synthetic.csv"])
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert "32\npaper 64" in texts and "none\npaper 32" in texts
