@@ -301,6 +301,7 @@ def fused_gdn_decode_op(
     o_norm_weight: torch.Tensor,
     eps: float,
     state: torch.Tensor,
+    allow_neg_eigval: bool = False,
 ) -> torch.Tensor:
     """fused_gdn_decode_fwd of the step these fields make (already checked): y [B, H*Dv] in q_in's dtype."""
     fields = dict(locals())
@@ -309,6 +310,6 @@ def fused_gdn_decode_op(
 
 @fused_gdn_decode_op.register_fake
 def _fused_gdn_decode_fake(q_in, k_in, v_in, conv_q, conv_k, conv_v, w_q, w_k, w_v, a, b, A_log, dt_bias, gate,
-                           o_norm_weight, eps, state) -> torch.Tensor:  # fmt: skip
+                           o_norm_weight, eps, state, allow_neg_eigval=False) -> torch.Tensor:  # fmt: skip
     B, H, _, Dv = state.shape
     return q_in.new_empty(B, H * Dv)
