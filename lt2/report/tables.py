@@ -6,8 +6,9 @@ inputs. Every table function takes the input paths (one record per recipe, laid 
 
 Reproduced values stand next to the paper's: `config/paper/<table>.csv` holds the paper's numbers in long
 form (table, row, column, value, source) with rows named `<scale>/<recipe>` like the recipe files. A
-reproduced row is matched to paper rows of the same recipe name at any scale, and each paper value gets its
-own column `paper <column> [<scale>]`, so a tiny run is never mistaken for the paper's 1B number.
+reproduced row is matched to the paper row of the same recipe AND scale only, in a column
+`paper <column> [<scale>]`: a tiny row never stands beside the paper's 1B number, and a table of tiny rows
+has no paper columns at all.
 """
 
 from __future__ import annotations
@@ -52,17 +53,25 @@ def load_paper(path: str | Path, table: str) -> pd.DataFrame:
 
 
 def with_paper(df: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
-    """Append `paper <column> [<scale>]` columns to a table whose rows have `recipe` and `scale`."""
+    """Append `paper <column> [<scale>]` columns to a table whose rows have `recipe` and `scale`.
+
+    A paper value lands only on the row of its own recipe and scale; paper columns that no row of this
+    table fills are left out.
+    """
     if paper.empty:
         return df
     paper = paper.assign(
-        paper_scale=paper["row"].str.split("/").str[0],
+        scale=paper["row"].str.split("/").str[0],
         recipe=paper["row"].str.split("/").str[-1],
     )
-    paper = paper.assign(label="paper " + paper["column"] + " [" + paper["paper_scale"] + "]")
-    wide = paper.pivot_table(index="recipe", columns="label", values="value", aggfunc="first")
+    paper = paper[paper["scale"].isin(set(df["scale"]))]
+    if paper.empty:
+        return df
+    paper = paper.assign(label="paper " + paper["column"] + " [" + paper["scale"] + "]")
+    wide = paper.pivot_table(index=["recipe", "scale"], columns="label", values="value", aggfunc="first")
     wide.columns.name = None
-    return df.merge(wide, how="left", left_on="recipe", right_index=True)
+    merged = df.merge(wide, how="left", left_on=["recipe", "scale"], right_index=True)
+    return merged[[c for c in merged.columns if c in df.columns or merged[c].notna().any()]]
 
 
 # ------------------------------------------------------------------ tables
@@ -95,10 +104,13 @@ def model_size_table(inputs: list[Path]) -> pd.DataFrame:
 
 
 def lm_table(inputs: list[Path]) -> pd.DataFrame:
-    """Language modelling: validation perplexity and bits per byte of each trained recipe (`lt2 eval ppl`)."""
+    """Language modelling: validation perplexity and bits per byte of each trained recipe (`lt2 eval ppl`),
+    with the training tokens behind each row; a `lt2 eval bigram` record among the inputs is the baseline row
+    (a Kneser-Ney bigram of the same training data, scored on the same validation tokens)."""
 
     def columns(res: dict) -> dict:
         return {
+            "train tokens": res.get("train_tokens"),
             "val data": Path(res["data"]).name,
             "eval tokens": res["tokens"],
             "val ppl": res["ppl"],

@@ -25,8 +25,12 @@ def test_recipe_id_from_the_workflow_layout():
     assert recipe_id("results/t/train/tiny/lt2_gdn/metrics.jsonl") == ("tiny", "lt2_gdn")
 
 
-def test_lm_table_puts_paper_values_beside_with_their_scale(tmp_path):
-    inputs = [ppl_record(tmp_path / "tiny" / "b.json", 30.0), ppl_record(tmp_path / "tiny" / "a.json", 20.0)]
+def test_lm_table_puts_paper_values_beside_rows_of_their_own_scale_only(tmp_path):
+    inputs = [
+        ppl_record(tmp_path / "1B" / "b.json", 30.0),
+        ppl_record(tmp_path / "1B" / "a.json", 20.0),
+        ppl_record(tmp_path / "tiny" / "a.json", 200.0),
+    ]
     paper = tmp_path / "lm.csv"
     paper.write_text(
         "table,row,column,value,source\n"
@@ -34,11 +38,14 @@ def test_lm_table_puts_paper_values_beside_with_their_scale(tmp_path):
         "lm,600M/a,wiki_ppl,18.25,Table 2\n"
         "other,1B/a,acc,40,Table 3\n"
     )
-    df = build_table("lm", inputs, paper)
-    assert list(df["recipe"]) == ["a", "b"]
-    assert df.loc[0, "paper wiki_ppl [1B]"] == 15.5 and df.loc[0, "paper wiki_ppl [600M]"] == 18.25
-    assert pd.isna(df.loc[1, "paper wiki_ppl [1B]"])  # no paper row for b: empty, never invented
+    df = build_table("lm", inputs, paper).set_index(["scale", "recipe"])
+    assert df.loc[("1B", "a"), "paper wiki_ppl [1B]"] == 15.5
+    assert pd.isna(df.loc[("1B", "b"), "paper wiki_ppl [1B]"])  # no paper row for b: empty, never invented
+    assert pd.isna(df.loc[("tiny", "a"), "paper wiki_ppl [1B]"])  # the tiny row never borrows the 1B number
+    assert "paper wiki_ppl [600M]" not in df.columns  # no 600M row here: no 600M column
     assert "paper acc [1B]" not in df.columns  # another table's rows stay out
+    tiny_only = build_table("lm", inputs[2:], paper)
+    assert not [c for c in tiny_only.columns if c.startswith("paper")]
 
 
 @pytest.mark.parametrize(

@@ -139,6 +139,25 @@ def per_recipe(pattern):
     return [pattern.format(scale=rid.split("/")[0], recipe=rid.split("/")[1]) for rid in RECIPES]
 
 
+def bigram_records(wildcards=None):
+    """The bigram baseline of every scale this run trains (one `lt2 eval bigram` record per scale)."""
+    scales = sorted({rid.split("/")[0] for rid in RECIPES})
+    return [result_path(f"eval/bigram/{scale}/bigram_baseline.json") for scale in scales]
+
+
+def mixer_cost_recipes(wildcards=None):
+    """The pure-mixer recipes of the scale the mixer_costs figure is drawn at (one line per mixer)."""
+    scale = config["report"]["mixer_costs_scale"]
+    return sorted(
+        str(p) for p in Path(config["recipes"]["dir"], scale).glob("looped_pure_*.yaml") if "gated" not in p.stem
+    )
+
+
+def conda_env(wildcards):
+    """The conda env of a recipe job (--use-conda): the GPU env at paper scales, the CPU env at tiny."""
+    return "../envs/cpu.yaml" if wildcards.scale == "tiny" else "../envs/gpu.yaml"
+
+
 def paper_csv(table):
     return f"{config['report']['paper']}/{table}.csv"
 
@@ -262,6 +281,16 @@ def train_config(wildcards):
 
 def recipe_config(wildcards):
     return prov_config(recipe=f"{wildcards.scale}/{wildcards.recipe}", overrides=config["recipes"]["overrides"])
+
+
+def bigram_args(wildcards):
+    """`lt2 eval bigram` scores the tokens that `lt2 eval ppl` scores: the same max_tokens."""
+    max_tokens = config["eval"]["ppl"]["max_tokens"]
+    return "" if max_tokens is None else f"--max-tokens {max_tokens}"
+
+
+def bigram_train_files(wildcards):
+    return chunk_files(config["corpus"][wildcards.scale])[: config["eval"]["bigram"]["chunks"] or None]
 
 
 def ppl_args(wildcards):

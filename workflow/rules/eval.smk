@@ -38,3 +38,25 @@ rule eval_ppl:
     shell:
         "lt2 eval ppl {params.model_dir} --data {input.val} --tokenizer {input.tokenizer} --out {output}"
         " {params.args} > {log} 2>&1"
+
+
+# The baseline every trained row must beat: a Kneser-Ney bigram of the scale's training chunks, scored on the
+# validation tokens that eval_ppl scores (a row of the lm table, a line in the training-curve figure).
+rule eval_bigram:
+    input:
+        train=bigram_train_files,
+        val=corpus_val,
+        tokenizer=TOKENIZER_DIR,
+    output:
+        result_path("eval/bigram/{scale}/bigram_baseline.json"),
+    log:
+        log_path("eval/bigram/{scale}/bigram_baseline.log"),
+    params:
+        args=bigram_args,
+    conda:
+        "../envs/cpu.yaml"
+    message:
+        "bigram baseline of {wildcards.scale}"
+    shell:
+        "lt2 eval bigram --train {input.train} --data {input.val} --tokenizer {input.tokenizer} --out {output}"
+        " {params.args} > {log} 2>&1"

@@ -22,6 +22,7 @@ rule table_model_size:
 rule table_lm:
     input:
         records=per_recipe(result_path("eval/ppl/{scale}/{recipe}.json")),
+        bigram=bigram_records(),
         paper=paper_csv("lm"),
     output:
         md=result_path("tables/lm.md"),
@@ -32,13 +33,14 @@ rule table_lm:
     message:
         "table lm ({input.records})"
     shell:
-        "lt2 report table lm --inputs {input.records} --paper {input.paper}"
+        "lt2 report table lm --inputs {input.records} {input.bigram} --paper {input.paper}"
         " --md {output.md} --csv {output.csv} --tex {output.tex} > {log} 2>&1"
 
 
 rule figure_training_curve:
     input:
         per_recipe(result_path("train/{scale}/{recipe}/metrics.jsonl")),
+        bigram_records(),
     output:
         png=report(figure_path("training_curve.png"), caption="../report/training_curve.rst", category="Figures"),
         pdf=figure_path("training_curve.pdf"),
@@ -97,3 +99,32 @@ rule table_train_throughput:
     shell:
         "lt2 report table train_throughput --inputs {input.records} --paper {input.paper}"
         " --md {output.md} --csv {output.csv} --tex {output.tex} > {log} 2>&1"
+
+
+rule figure_grad_norm:
+    input:
+        per_recipe(result_path("train/{scale}/{recipe}/metrics.jsonl")),
+    output:
+        png=report(figure_path("grad_norm.png"), caption="../report/grad_norm.rst", category="Figures"),
+        pdf=figure_path("grad_norm.pdf"),
+    log:
+        log_path("figures/grad_norm.log"),
+    message:
+        "figure grad_norm"
+    shell:
+        "lt2 report figure grad_norm --inputs {input} --png {output.png} --pdf {output.pdf} > {log} 2>&1"
+
+
+# Analytic (no training): the pure-mixer recipes of report.mixer_costs_scale, as the paper's Figure 2.
+rule figure_mixer_costs:
+    input:
+        mixer_cost_recipes(),
+    output:
+        png=report(figure_path("mixer_costs.png"), caption="../report/mixer_costs.rst", category="Figures"),
+        pdf=figure_path("mixer_costs.pdf"),
+    log:
+        log_path("figures/mixer_costs.log"),
+    message:
+        "figure mixer_costs"
+    shell:
+        "lt2 report figure mixer_costs --inputs {input} --png {output.png} --pdf {output.pdf} > {log} 2>&1"
