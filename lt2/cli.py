@@ -186,6 +186,7 @@ def cmd_eval_bigram(a: argparse.Namespace) -> int:
     from lt2.eval.bigram import evaluate_bigram
     from lt2.report import provenance
 
+    _data_logging()  # counting a paper-scale chunk takes a while: progress lines
     config = {"eval_bigram": {"max_tokens": a.max_tokens, "text_key": a.text_key, "name": a.name}}
     with provenance.record([a.out], inputs=[*a.train, a.data, a.tokenizer], config=config):
         res = evaluate_bigram(a.train, a.data, a.tokenizer, a.max_tokens, a.text_key, a.name)

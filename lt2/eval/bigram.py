@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from lt2.eval.perplexity import build_stream, read_documents
+from lt2.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -101,17 +102,16 @@ def bigram_counts(
     counts = BigramCounts.from_ids(V, [])
     buffer: list[np.ndarray] = []
     buffered = 0
-    for path in map(Path, files):
-        n_docs = 0
-        for docs in _document_batches(path, text_key, batch):
-            for ids in tokenizer.encode_batch(docs, bos=True, eos=True):
-                a = np.asarray(ids, dtype=np.int64)
-                buffer.append(a[:-1] * V + a[1:])
-                buffered += len(a) - 1
-            n_docs += len(docs)
-            if buffered >= flush_pairs:
-                counts, buffer, buffered = counts.merge(BigramCounts.from_ids(V, buffer)), [], 0
-        logger.info("bigram counts: %s (%d documents)", path.name, n_docs)
+    with Progress("bigram counts", unit="doc") as bar:
+        for path in map(Path, files):
+            for docs in _document_batches(path, text_key, batch):
+                for ids in tokenizer.encode_batch(docs, bos=True, eos=True):
+                    a = np.asarray(ids, dtype=np.int64)
+                    buffer.append(a[:-1] * V + a[1:])
+                    buffered += len(a) - 1
+                bar.update(len(docs))
+                if buffered >= flush_pairs:
+                    counts, buffer, buffered = counts.merge(BigramCounts.from_ids(V, buffer)), [], 0
     return counts.merge(BigramCounts.from_ids(V, buffer))
 
 

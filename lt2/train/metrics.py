@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from lt2.config import ModelArgs
+from lt2.progress import format_duration
 
 logger = logging.getLogger("lt2.train")
 
@@ -80,16 +81,6 @@ def train_flops_per_token(args: ModelArgs, seq_len: int) -> float:
 
 def peak_memory_gib(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-
-
-def format_duration(seconds: float) -> str:
-    """1h02m, 3m05s, 42s: short enough for a progress line."""
-    seconds = max(round(seconds), 0)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 def progress_line(step: int, total: int, record: dict[str, Any], eta_s: float | None) -> str:

@@ -12,6 +12,8 @@ rule download:
         config=download_config,
     resources:
         download=1,  # a global limit (see profiles) keeps parallel downloads from tripping rate limits
+    conda:
+        "../envs/cpu.yaml"
     message:
         "download {wildcards.dataset}"
     shell:
@@ -34,6 +36,8 @@ rule shuffle:
         val_docs=config["shuffle"]["val_docs"],
         memory_mb=config["shuffle"]["memory_mb"],
         config=shuffle_config,
+    conda:
+        "../envs/cpu.yaml"
     message:
         "shuffle {wildcards.dataset} into {params.nchunks} chunks + {params.val_docs} validation documents"
     shell:

@@ -13,6 +13,8 @@ rule model_info:
     params:
         overrides=recipe_overrides,
         config=recipe_config,
+    conda:
+        "../envs/cpu.yaml"
     message:
         "model costs of {wildcards.scale}/{wildcards.recipe}"
     shell:
@@ -33,6 +35,8 @@ rule eval_ppl:
     params:
         model_dir=subpath(input.model, parent=True),
         args=ppl_args,
+    conda:
+        conda_env
     message:
         "validation perplexity of {wildcards.scale}/{wildcards.recipe}"
     shell:

@@ -12,6 +12,8 @@ rule table_model_size:
         tex=result_path("tables/model_size.tex"),
     log:
         log_path("tables/model_size.log"),
+    conda:
+        "../envs/cpu.yaml"
     message:
         "table model_size ({input.records})"
     shell:
@@ -30,6 +32,8 @@ rule table_lm:
         tex=result_path("tables/lm.tex"),
     log:
         log_path("tables/lm.log"),
+    conda:
+        "../envs/cpu.yaml"
     message:
         "table lm ({input.records})"
     shell:
@@ -46,6 +50,8 @@ rule figure_training_curve:
         pdf=figure_path("training_curve.pdf"),
     log:
         log_path("figures/training_curve.log"),
+    conda:
+        "../envs/cpu.yaml"
     message:
         "figure training_curve"
     shell:
@@ -62,6 +68,8 @@ rule table_decode:
         tex=result_path("tables/decode.tex"),
     log:
         log_path("tables/decode.log"),
+    conda:
+        "../envs/cpu.yaml"
     message:
         "table decode ({input.records})"
     shell:
@@ -77,6 +85,8 @@ rule figure_decode_throughput:
         pdf=figure_path("decode_throughput.pdf"),
     log:
         log_path("figures/decode_throughput.log"),
+    conda:
+        "../envs/cpu.yaml"
     message:
         "figure decode_throughput"
     shell:
@@ -94,6 +104,8 @@ rule table_train_throughput:
         tex=result_path("tables/train_throughput.tex"),
     log:
         log_path("tables/train_throughput.log"),
+    conda:
+        "../envs/cpu.yaml"
     message:
         "table train_throughput ({input.records})"
     shell:
@@ -109,6 +121,8 @@ rule figure_grad_norm:
         pdf=figure_path("grad_norm.pdf"),
     log:
         log_path("figures/grad_norm.log"),
+    conda:
+        "../envs/cpu.yaml"
     message:
         "figure grad_norm"
     shell:
@@ -124,6 +138,8 @@ rule figure_mixer_costs:
         pdf=figure_path("mixer_costs.pdf"),
     log:
         log_path("figures/mixer_costs.log"),
+    conda:
+        "../envs/cpu.yaml"
     message:
         "figure mixer_costs"
     shell:

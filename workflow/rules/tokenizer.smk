@@ -12,6 +12,8 @@ rule tokenizer:
     params:
         args=tokenizer_args,
         config=prov_config("tokenizer"),
+    conda:
+        "../envs/cpu.yaml"
     message:
         "tokenizer ({params.args})"
     shell:

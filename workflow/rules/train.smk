@@ -24,6 +24,8 @@ rule train:
         overrides=train_overrides,
         config=train_config,
         nproc=train_nproc,
+    conda:
+        conda_env
     message:
         "train {wildcards.scale}/{wildcards.recipe}"
     shell:
