@@ -23,6 +23,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter
 
 from lt2.report.tables import recipe_id
 
@@ -133,6 +134,22 @@ def _split_inputs(inputs: list[Path]) -> tuple[dict[tuple[str, str], Path], dict
     return runs, bigram
 
 
+def focus_range(data: dict, metric: str, extra: list[float]) -> tuple[float, float]:
+    """y limits that show where runs end and differ: from the lowest point (or baseline) to the highest value
+    a run still has after its first 10% of tokens; the initial drop from ln(vocab) runs off the top."""
+    lows, highs = list(extra), []
+    for train, _ in data.values():
+        points = [(r["tokens"], r[metric]) for r in train if r.get(metric) is not None]
+        if not points:
+            continue
+        last = points[-1][0]
+        lows.append(min(v for _, v in points))
+        highs.append(max(v for t, v in points if t >= 0.1 * last))
+    low, high = min(lows), max(highs + lows)
+    pad = 0.05 * max(high - low, 1e-3)
+    return low - pad, high + pad
+
+
 def curve_figure(inputs: list[Path], metric: str, ylabel: str, title: str, log_y: bool) -> Figure:
     runs, bigram = _split_inputs(inputs)
     data = {key: training_records(path) for key, path in runs.items()}
@@ -152,12 +169,14 @@ def curve_figure(inputs: list[Path], metric: str, ylabel: str, title: str, log_y
             ax.axhline(bigram[scale], color="0.4", ls=":", lw=1, label="bigram (val)")
         ax.set_title(f"{group} [{scale}]", fontsize="small")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="x-small", loc="upper right", frameon=False)
+        ax.legend(fontsize="x-small", loc="best", frameon=False)
         if log_y:
             ax.set_yscale("log")
+    if not log_y:
+        axes[0].set_ylim(*focus_range(data, metric, list(bigram.values())))
     for ax in axes:
-        if ax.get_subplotspec().is_last_row() or not ax.get_subplotspec().is_first_col():
-            ax.tick_params(labelbottom=True)
+        ax.tick_params(labelbottom=True)  # shared x, but panels wrap: every panel keeps its tick labels
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))
         ax.set_xlabel("tokens", fontsize="small")
         ax.set_ylabel(ylabel, fontsize="small")
         ax.tick_params(labelsize="x-small")
