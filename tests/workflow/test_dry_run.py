@@ -32,6 +32,9 @@ def test_paper_dry_run_lists_every_job(workflow):
         "table_model_size": 1,
         "table_lm": 1,
         "figure_training_curve": 1,
+        "figure_grad_norm": 1,
+        "figure_mixer_costs": 1,  # analytic: the 1B pure-mixer recipes, no training needed
+        "eval_bigram": 2,  # the bigram baseline of each scale's corpus
         "bench_throughput": 1,  # one GPU job times every benchmarked recipe side by side
         "table_decode": 1,
         "figure_decode_throughput": 1,
@@ -69,7 +72,8 @@ def test_gpu_results_target_plans_every_gpu_measurement(workflow):
 
 def test_lm_table_plans_training_but_not_other_tables(workflow):
     counts = job_counts(snakemake(workflow, "-n", "results/test/tables/lm.md").stdout)
-    assert counts == {"download": 1, "shuffle": 1, "tokenizer": 1, "train": 2, "eval_ppl": 2, "table_lm": 1}, counts
+    assert counts == {"download": 1, "shuffle": 1, "tokenizer": 1, "train": 2, "eval_ppl": 2, "eval_bigram": 1,
+                      "table_lm": 1}, counts  # fmt: skip
 
 
 def test_multi_gpu_training_launches_one_rank_per_gpu(workflow):
