@@ -78,8 +78,14 @@ def training_records(path: Path) -> tuple[list[dict], list[tuple[int, float]]]:
     missing = [r for r in train if "tokens" not in r]
     if missing:
         raise ValueError(f"{path}: training records need 'tokens' (first without it: {missing[0]})")
-    tokens_at = {r["step"]: r["tokens"] for r in train if "step" in r}
-    val = [(r.get("tokens", tokens_at.get(r.get("step"))), r["val_loss"]) for r in records if "val_loss" in r]
+    # validation records carry the step only; every step consumes the same tokens, so tokens = step * that
+    last = train[-1]
+    per_step = last["tokens"] / last["step"] if last.get("step") else None
+    val = [
+        (r.get("tokens", r["step"] * per_step if per_step and "step" in r else None), r["val_loss"])
+        for r in records
+        if "val_loss" in r
+    ]
     return train, [(t, v) for t, v in val if t is not None]
 
 
