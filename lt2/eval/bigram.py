@@ -140,9 +140,9 @@ class KneserNeyBigram:
         """log P(nxt | prev) for int64 arrays of equal shape."""
         V = self.counts.vocab_size
         key = prev * V + nxt
-        at = np.clip(np.searchsorted(self.counts.pairs, key), 0, max(len(self.counts.pairs) - 1, 0))
-        found = len(self.counts.pairs) > 0
-        c = np.where(found & (self.counts.pairs[at] == key), self.counts.counts[at], 0) if found else 0 * key
+        pairs = np.append(self.counts.pairs, -1)  # a sentinel, so an empty table and the last slot index safely
+        at = np.searchsorted(self.counts.pairs, key)
+        c = np.where(pairs[at] == key, np.append(self.counts.counts, 0)[at], 0)
         c_prev = self.c_prev[prev]
         seen = c_prev > 0
         safe = np.where(seen, c_prev, 1.0)
