@@ -39,7 +39,7 @@ def cmd_bench_train(a: argparse.Namespace) -> int:
     from lt2.config import load_recipe, recipe_files
 
     recipe = load_recipe(a.recipe, a.overrides)
-    result = run_bench_train(recipe, a.steps, a.warmup, a.out, inputs=[str(f) for f in recipe_files(a.recipe)])
+    result = run_bench_train(recipe, a.steps, a.warmup, a.out, inputs=recipe_files(a.recipe))
     return 0 if result.status == "ok" else 1
 
 
@@ -53,16 +53,13 @@ def _add_bench_train(cmds) -> None:
 
 
 def cmd_bench_throughput(a: argparse.Namespace) -> int:
-    from lt2.bench.throughput import parse_engines, parse_sizes, run_throughput, write_throughput
-    from lt2.config import load_recipe, recipe_files
+    from lt2.bench.throughput import bench_throughput, parse_engines, parse_sizes
+    from lt2.config import load_recipe, recipes_with_bases
 
     engines = parse_engines(a.engines)
     recipes = [load_recipe(path, a.overrides) for path in a.recipes]
-    points, facts = run_throughput(
-        recipes, parse_sizes(a.batch), parse_sizes(a.ctx), a.decode_steps, a.prefill_chunk, engines=tuple(engines)
-    )
-    inputs = list(dict.fromkeys(str(f) for path in a.recipes for f in recipe_files(path)))  # bases once each
-    write_throughput(points, facts, a.out, recipes, inputs=inputs)
+    bench_throughput(recipes, parse_sizes(a.batch), parse_sizes(a.ctx), a.decode_steps, a.prefill_chunk,
+                     tuple(engines), a.out, inputs=recipes_with_bases(a.recipes))  # fmt: skip
     return 0
 
 
@@ -95,21 +92,30 @@ def _data_logging() -> None:
 
 
 def cmd_data_download(a: argparse.Namespace) -> int:
-    from lt2.data.download import download
+    from lt2.data.download import check_args, download
+    from lt2.report import provenance
 
     _data_logging()
-    m = download(a.dataset, a.out, limit=a.limit, revision=a.revision, from_dir=a.from_dir,
-                 cache_dir=a.cache_dir, docs_per_shard=a.docs_per_shard)  # fmt: skip
+    check_args(a.dataset, a.limit, a.docs_per_shard)
+    config = {"dataset": a.dataset, "limit": a.limit, "revision": a.revision, "docs_per_shard": a.docs_per_shard}
+    with provenance.record([a.out], inputs=[a.from_dir] if a.from_dir else [], config=config):
+        m = download(a.dataset, a.out, limit=a.limit, revision=a.revision, from_dir=a.from_dir,
+                     cache_dir=a.cache_dir, docs_per_shard=a.docs_per_shard)  # fmt: skip
     print(f"{a.dataset}: {m['docs']} documents in {len(m['shards'])} shards under {a.out}")
     return 0
 
 
 def cmd_data_shuffle(a: argparse.Namespace) -> int:
-    from lt2.data.shuffle import shuffle
+    from lt2.data.shuffle import check_args, output_files, shuffle
+    from lt2.report import provenance
 
     _data_logging()
-    m = shuffle(a.input, a.out, a.dataset, nchunks=a.nchunks, seed=a.seed, memory_mb=a.memory_mb,
-                val_docs=a.val_docs)  # fmt: skip
+    check_args(a.dataset, a.nchunks, a.memory_mb, a.val_docs)
+    config = {"dataset": a.dataset, "nchunks": a.nchunks, "seed": a.seed, "memory_mb": a.memory_mb,
+              "val_docs": a.val_docs}  # fmt: skip
+    with provenance.record(output_files(a.out, a.dataset, a.nchunks), inputs=[a.input], config=config):
+        m = shuffle(a.input, a.out, a.dataset, nchunks=a.nchunks, seed=a.seed, memory_mb=a.memory_mb,
+                    val_docs=a.val_docs)  # fmt: skip
     print(f"{a.dataset}: {m['docs']} documents -> {m['val']['docs']} val + {len(m['chunks'])} chunks "
           f"({m['runs']} runs, {m['malformed_lines']} malformed lines skipped) under {a.out}")  # fmt: skip
     return 0
@@ -117,16 +123,21 @@ def cmd_data_shuffle(a: argparse.Namespace) -> int:
 
 def cmd_data_tokenizer(a: argparse.Namespace) -> int:
     from lt2.data.tokenizer import make_tokenizer
+    from lt2.report import provenance
 
     _data_logging()
-    tok = make_tokenizer(a.kind, a.out, inputs=a.input, vocab_size=a.vocab_size, name=a.name,
-                         revision=a.revision, from_dir=a.from_dir)  # fmt: skip
+    config = {"kind": a.kind, "vocab_size": a.vocab_size, "name": a.name, "revision": a.revision}
+    inputs = [*a.input, *([a.from_dir] if a.from_dir else [])]
+    with provenance.record([a.out], inputs=inputs, config=config):
+        tok = make_tokenizer(a.kind, a.out, inputs=a.input, vocab_size=a.vocab_size, name=a.name,
+                             revision=a.revision, from_dir=a.from_dir)  # fmt: skip
     print(f"{a.kind} tokenizer in {a.out}: {tok.vocab_size} tokens, bos {tok.bos_id} eos {tok.eos_id} pad {tok.pad_id}")
     return 0
 
 
 def _add_data(sub) -> None:
     from lt2.data.corpora import CORPORA  # a dict literal: cheap to import
+    from lt2.data.shuffle import MEMORY_MB, VAL_DOCS
 
     p = sub.add_parser("data", help="download -> shuffle+shard -> tokenizer")
     cmds = p.add_subparsers(dest="data_command", required=True, metavar="<step>")
@@ -145,8 +156,8 @@ def _add_data(sub) -> None:
     s.add_argument("--dataset", required=True, help="name prefix of the output files")
     s.add_argument("--nchunks", type=int, required=True, help="number of training chunk files")
     s.add_argument("--seed", type=int, required=True, help="shuffle seed: same input, seed, memory -> same bytes")
-    s.add_argument("--memory-mb", type=float, default=1024.0, help="buffer bound; more input spills to temp runs")
-    s.add_argument("--val-docs", type=int, default=10_000, help="documents held out in {dataset}.val.jsonl")
+    s.add_argument("--memory-mb", type=float, default=MEMORY_MB, help="buffer bound; more input spills to temp runs")
+    s.add_argument("--val-docs", type=int, default=VAL_DOCS, help="documents held out in {dataset}.val.jsonl")
     s.set_defaults(func=cmd_data_shuffle)
     t = cmds.add_parser("tokenizer", help="train a byte-level BPE or fetch a Hub tokenizer")
     t.add_argument("--kind", required=True, choices=["bpe", "hf"])
@@ -228,9 +239,12 @@ def _add_eval(sub) -> None:
 
 # ------------------------------------------------------------------ export
 def cmd_export(a: argparse.Namespace) -> int:
-    from lt2.train.checkpoint import export_checkpoint
+    from lt2.report import provenance
+    from lt2.train.checkpoint import export_checkpoint, resolve_checkpoint
 
-    used = export_checkpoint(a.checkpoint, a.out_dir)
+    checkpoint = resolve_checkpoint(a.checkpoint)
+    with provenance.record([a.out_dir], inputs=[checkpoint], config={"checkpoint": checkpoint.name}):
+        used = export_checkpoint(checkpoint, a.out_dir)
     print(f"exported {used} -> {a.out_dir}")
     return 0
 
@@ -244,11 +258,17 @@ def _add_export(sub) -> None:
 
 # ------------------------------------------------------------------ model-info
 def cmd_model_info(a: argparse.Namespace) -> int:
-    from lt2.config import load_recipe
+    from lt2.config import load_recipe, recipe_files, to_dict
     from lt2.model.costs import format_model_info, model_info
+    from lt2.report import provenance
 
     recipe = load_recipe(a.recipe, a.overrides)
-    info = model_info(recipe.model, seq_len=a.seq_len or recipe.data.seq_len)
+    seq_len = a.seq_len or recipe.data.seq_len
+    config = {"recipe": to_dict(recipe), "seq_len": seq_len}
+    with provenance.record_if(a.out is not None, [a.out], inputs=recipe_files(a.recipe), config=config):
+        info = model_info(recipe.model, seq_len=seq_len)
+        if a.out:
+            provenance.atomic_write_text(a.out, info.to_json() + "\n")
     print(info.to_json() if a.json else format_model_info(recipe.name, info))
     return 0
 
@@ -258,25 +278,8 @@ def _add_model_info(sub) -> None:
     _recipe_args(p)
     p.add_argument("--seq-len", type=int, default=None, help="context for the FLOPs/cache formulas (default: recipe)")
     p.add_argument("--json", action="store_true", help="print one JSON record instead of the table")
+    p.add_argument("--out", default=None, help="also write the JSON record here (+ .prov.json)")
     p.set_defaults(func=cmd_model_info)
-
-
-# ------------------------------------------------------------------ record
-def cmd_record(a: argparse.Namespace) -> int:
-    from lt2.report.recorded import parse_config, run_recorded
-
-    command = a.cmd[1:] if a.cmd[:1] == ["--"] else a.cmd
-    return run_recorded(command, a.input, a.output, config=parse_config(a.config), stdout=a.stdout)
-
-
-def _add_record(sub) -> None:
-    p = sub.add_parser("record", help="run an lt2 command and write provenance sidecars for its outputs")
-    p.add_argument("--input", nargs="*", action="extend", default=[], help="files/directories the command reads")
-    p.add_argument("--output", nargs="+", action="extend", required=True, help="files/directories it writes")
-    p.add_argument("--config", default=None, help="resolved config: JSON text or a YAML/JSON file")
-    p.add_argument("--stdout", default=None, help="save the command's stdout to this output (atomically)")
-    p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- <command> [args...]")
-    p.set_defaults(func=cmd_record)
 
 
 # ------------------------------------------------------------------ report
@@ -336,31 +339,12 @@ def _add_train(sub) -> None:
 
 # ------------------------------------------------------------------ generate
 def cmd_generate(a: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    import torch
-
-    from lt2.data.tokenizer import Tokenizer
-    from lt2.infer.generate import generate
+    from lt2.infer.generate import generate, load_for_generation
     from lt2.infer.sampling import SamplingArgs
-    from lt2.model import LoopedLM
 
-    device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    source = Path(a.model)
-    if source.is_dir():
-        model = LoopedLM.from_pretrained(source, device=device)
-    else:  # a recipe: random weights, for smoke tests and speed
-        from lt2.config import load_recipe
-
-        model = LoopedLM(load_recipe(source).model).to(device)
-        model.init_weights()
-    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[a.dtype]
-    model = model.to(dtype).eval()
-    tokenizer_dir = a.tokenizer or (source / "tokenizer" if source.is_dir() else None)
-    if tokenizer_dir is None or not Path(tokenizer_dir).is_dir():
-        raise ValueError("generation needs a tokenizer: pass --tokenizer DIR (or a model dir with a tokenizer/)")
+    model, tokenizer = load_for_generation(a.model, a.tokenizer, a.device, a.dtype)
     sampling = SamplingArgs(temperature=a.temperature, top_p=a.top_p, max_new_tokens=a.max_new_tokens, seed=a.seed)
-    texts = generate(model, Tokenizer.load(tokenizer_dir), a.prompt, sampling, tuple(a.stop), compile=a.compile)
+    texts = generate(model, tokenizer, a.prompt, sampling, tuple(a.stop), compile=a.compile)
     for prompt, text in zip(a.prompt, texts, strict=True):
         print(f"### {prompt}\n{text}")
     return 0
@@ -388,15 +372,15 @@ def cmd_verify_kernels(a: argparse.Namespace) -> int:
 
     import pandas as pd
 
+    from lt2.config import recipes_with_bases, scale_recipes
     from lt2.kernels.verify import CASES, rows, run_verify
     from lt2.report import provenance
 
     patterns = a.cases or list(CASES)
-    checks = run_verify(patterns, a.recipes, a.batch, a.seq_len)
     out = Path(a.out)
     config = {"cases": patterns, "batch": a.batch, "seq_len": a.seq_len}
-    recipe_files = sorted(str(p) for p in Path(a.recipes).glob("600M/*.yaml"))
-    with provenance.record([out], inputs=recipe_files, config=config):
+    with provenance.record([out], inputs=recipes_with_bases(scale_recipes(a.recipes, "600M")), config=config):
+        checks = run_verify(patterns, a.recipes, a.batch, a.seq_len)
         provenance.atomic_write_text(out, pd.DataFrame(rows(checks)).to_csv(index=False))
     failed = [c for c in checks if not c.ok]
     print(f"{len(checks) - len(failed)}/{len(checks)} checks within tolerance")
@@ -427,7 +411,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export(sub)
     _add_generate(sub)
     _add_model_info(sub)
-    _add_record(sub)
     _add_report(sub)
     _add_train(sub)
     _add_verify_kernels(sub)

@@ -15,7 +15,8 @@ from typing import Any, ClassVar, TypeVar
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from lt2.train.args import DataArgs, TrainArgs
+from lt2.data.args import DataArgs
+from lt2.train.args import AC_MODES, DTYPES, TrainArgs
 
 
 @dataclass
@@ -30,7 +31,7 @@ class LinearArgs:
     norm_eps: float = 1e-5
 
     def check(self) -> None:
-        """Raise ValueError unless the heads are usable; called by the mixers built from these args."""
+        """Raise ValueError unless the heads are usable (part of validate_model)."""
         if self.n_heads < 1 or self.head_dim < 1:
             raise ValueError(f"linear n_heads and head_dim must be >= 1, got {self.n_heads} and {self.head_dim}")
         if self.conv_size < 0:
@@ -126,27 +127,83 @@ class ModelArgs:
             self.head_dim = self.dim // self.n_heads
         if self.linear.n_heads is None:
             self.linear.n_heads = self.n_heads
-        if self.out_init_scale < 0:
-            raise ValueError(f"out_init_scale must be >= 0, got {self.out_init_scale}")
-        if self.n_heads % self.n_kv_heads:
-            raise ValueError(f"n_heads {self.n_heads} is not a multiple of n_kv_heads {self.n_kv_heads}")
-        layout = self.layout
-        for row in layout.specs:
-            for spec in row:
-                if spec.window is not None and spec.window > self.max_seqlen:
-                    raise ValueError(
-                        f"window {spec.window} in pattern {self.pattern!r} exceeds max_seqlen {self.max_seqlen}"
-                    )
-        if "mamba2" in {s.family for s in layout.specs[0]} and (self.mamba2.expand * self.dim) % self.mamba2.head_dim:
-            raise ValueError(
-                f"mamba2 inner dim {self.mamba2.expand * self.dim} does not divide into head_dim {self.mamba2.head_dim}"
-            )
+        validate_model(self)
 
     @property
     def layout(self):
         from lt2.model.pattern import parse_pattern  # lt2.model imports this module
 
         return parse_pattern(self.pattern, self.n_layers, self.loop_count, self.window)
+
+
+LINEAR_FAMILIES = ("gdn", "kda", "deltanet", "hgrn2", "retnet")  # the mixers sized by `linear`
+
+
+def validate_model(m: ModelArgs) -> None:
+    """Cross-field checks of a model, for the mixer families its pattern uses; ValueError naming the key and
+    the numbers. One place for every check of the model's settings: ModelArgs runs it when it is built (so a
+    recipe is checked when it is loaded, before any weight exists), the mixers trust their arguments."""
+    if m.n_heads % m.n_kv_heads:
+        raise ValueError(f"n_heads {m.n_heads} is not a multiple of n_kv_heads {m.n_kv_heads}")
+    if m.out_init_scale < 0:
+        raise ValueError(f"out_init_scale must be >= 0, got {m.out_init_scale}")
+    layout = m.layout
+    for row in layout.specs:
+        for spec in row:
+            if spec.window is not None and spec.window > m.max_seqlen:
+                raise ValueError(f"window {spec.window} in pattern {m.pattern!r} exceeds max_seqlen {m.max_seqlen}")
+    families = {layout.family(layer) for layer in range(layout.n_layers)}
+    if "attention" in families and m.head_dim % 2:
+        raise ValueError(f"attention head_dim must be even for RoPE, got {m.head_dim}")
+    lin = m.linear
+    if families & set(LINEAR_FAMILIES):
+        lin.check()
+    if "hgrn2" in families and m.dim % lin.n_heads:
+        raise ValueError(f"hgrn2: model dim {m.dim} does not divide into linear.n_heads {lin.n_heads}")
+    if "retnet" in families and lin.head_dim % 2:
+        raise ValueError(f"retnet: linear.head_dim must be even for the rotary embedding, got {lin.head_dim}")
+    if families & {"gdn", "kda", "deltanet", "retnet"}:
+        lin.head_v_dim  # noqa: B018 (the property raises unless expand_v * head_dim is a positive integer)
+    if "mamba2" in families:
+        _validate_mamba2(m)
+    if "nsa" in families:
+        nsa = m.nsa
+        if nsa.n_kv_heads < 1 or m.n_heads % nsa.n_kv_heads:
+            raise ValueError(f"nsa: n_heads {m.n_heads} is not a multiple of nsa.n_kv_heads {nsa.n_kv_heads}")
+        if m.head_dim % 2:
+            raise ValueError(f"nsa: head_dim must be even for RoPE, got {m.head_dim}")
+        if min(nsa.block_size, nsa.block_count, nsa.window) < 1:
+            raise ValueError(
+                f"nsa.block_size, nsa.block_count and nsa.window must be >= 1, got "
+                f"{nsa.block_size}, {nsa.block_count}, {nsa.window}"
+            )
+    if "dsa" in families:
+        dsa = m.dsa
+        n_kv_heads = dsa.n_kv_heads or m.n_kv_heads
+        if m.n_heads % n_kv_heads:
+            raise ValueError(f"dsa: n_heads {m.n_heads} is not a multiple of dsa.n_kv_heads {n_kv_heads}")
+        if m.head_dim % 2:
+            raise ValueError(f"dsa: head_dim must be even for RoPE, got {m.head_dim}")
+        if dsa.index_head_dim % 4:
+            raise ValueError(
+                f"dsa.index_head_dim must be a multiple of 4 (RoPE on an even first half), got {dsa.index_head_dim}"
+            )
+        if dsa.topk < 1 or dsa.index_n_heads < 1:
+            raise ValueError(f"dsa.topk and dsa.index_n_heads must be >= 1, got {dsa.topk}, {dsa.index_n_heads}")
+
+
+def _validate_mamba2(m: ModelArgs) -> None:
+    mamba = m.mamba2
+    d_inner = mamba.expand * m.dim
+    if mamba.head_dim < 1 or d_inner % mamba.head_dim:
+        raise ValueError(f"mamba2 inner dim {d_inner} (expand * dim) does not divide into head_dim {mamba.head_dim}")
+    heads = d_inner // mamba.head_dim
+    if mamba.n_groups < 1 or heads % mamba.n_groups:
+        raise ValueError(f"mamba2 heads {heads} (inner dim / head_dim) do not divide into n_groups {mamba.n_groups}")
+    if mamba.d_state < 1 or mamba.conv_size < 1:
+        raise ValueError(f"mamba2 d_state and conv_size must be >= 1, got {mamba.d_state} and {mamba.conv_size}")
+    if not 0 < mamba.dt_min <= mamba.dt_max:
+        raise ValueError(f"mamba2 needs 0 < dt_min <= dt_max, got dt_min={mamba.dt_min}, dt_max={mamba.dt_max}")
 
 
 T = TypeVar("T")
@@ -213,11 +270,66 @@ class Recipe:
     train: TrainArgs = field(default_factory=TrainArgs)
 
 
+def validate_recipe(recipe: Recipe) -> None:
+    """Every cross-field check of a recipe, in one place, run by `load_recipe`: the model's (validate_model),
+    the training run's and the data's. ValueError naming the key and the valid choices, so `lt2 train`,
+    `model-info`, `bench` and `eval` reject a bad recipe alike, before building anything."""
+    validate_model(recipe.model)
+    train, data = recipe.train, recipe.data
+    if train.activation_checkpointing not in AC_MODES:
+        raise ValueError(
+            f"train.activation_checkpointing={train.activation_checkpointing!r}; valid: {', '.join(AC_MODES)}"
+        )
+    if train.dtype not in DTYPES:
+        raise ValueError(f"train.dtype={train.dtype!r}; valid: {', '.join(DTYPES)}")
+    minimum = {  # key -> (value, smallest valid value)
+        "train.steps": (train.steps, 1),
+        "train.grad_accum": (train.grad_accum, 1),
+        "train.log_every": (train.log_every, 1),
+        "train.checkpoint.every": (train.checkpoint.every, 1),
+        "train.checkpoint.keep": (train.checkpoint.keep, 1),
+        "data.seq_len": (data.seq_len, 1),
+        "data.batch_size": (data.batch_size, 1),
+        "train.val_every": (train.val_every, 0),
+        "train.val_tokens": (train.val_tokens, 0),
+        "train.loss_chunk": (train.loss_chunk, 0),
+        "train.optim.warmup_steps": (train.optim.warmup_steps, 0),
+        "train.optim.grad_clip": (train.optim.grad_clip, 0),
+        "train.optim.weight_decay": (train.optim.weight_decay, 0),
+        "data.streams": (data.streams, 0),
+        "data.prefetch": (data.prefetch, 0),
+    }
+    for key, (value, smallest) in minimum.items():
+        if value < smallest:
+            raise ValueError(f"{key}={value} must be >= {smallest}")
+    if train.optim.lr <= 0:
+        raise ValueError(f"train.optim.lr={train.optim.lr} must be > 0")
+    if not 0 <= train.optim.lr_min_ratio <= 1:
+        raise ValueError(f"train.optim.lr_min_ratio={train.optim.lr_min_ratio} must be in [0, 1]")
+    if train.optim.warmup_steps > train.steps:
+        raise ValueError(
+            f"train.optim.warmup_steps={train.optim.warmup_steps} exceeds train.steps={train.steps}: "
+            "the cosine phase would never start; lower the warmup"
+        )
+    if data.seq_len > recipe.model.max_seqlen:
+        raise ValueError(f"data.seq_len={data.seq_len} exceeds model.max_seqlen={recipe.model.max_seqlen}")
+
+
 def recipe_files(path: str | Path) -> list[Path]:
     """The recipe file and every `base` it names, base first: what a recipe's provenance must hash."""
     path = Path(path)
     base = (OmegaConf.to_container(OmegaConf.load(path)) or {}).get("base") if path.is_file() else None
     return ([*recipe_files(path.parent / base)] if base else []) + [path]
+
+
+def recipes_with_bases(paths: list[str | Path]) -> list[Path]:
+    """Every file that the recipes at `paths` read, each once, bases before the recipes that name them."""
+    return list(dict.fromkeys(f for path in paths for f in recipe_files(path)))
+
+
+def scale_recipes(root: str | Path, scale: str) -> list[Path]:
+    """The recipes of one scale, `<root>/<scale>/*.yaml` sorted, without the shared bases (`_*.yaml`)."""
+    return [p for p in sorted(Path(root, scale).glob("*.yaml")) if not p.name.startswith("_")]
 
 
 def recipe_layers(path: str | Path) -> list[dict]:
@@ -239,4 +351,5 @@ def load_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     recipe = resolve(Recipe, *layers, overrides=overrides)
     if not recipe.name and path is not None:
         recipe.name = Path(path).stem
+    validate_recipe(recipe)
     return recipe

@@ -27,7 +27,10 @@ def test_derived_sizes_follow_the_recipe_not_the_defaults():
 
 
 def test_resolution_order_overrides_win():
-    recipe = load_recipe(RECIPES / "1B" / "looped_hybrid_gdn_4to1.yaml", ["model.loop_count=2", "train.steps=7"])
+    recipe = load_recipe(
+        RECIPES / "1B" / "looped_hybrid_gdn_4to1.yaml",
+        ["model.loop_count=2", "train.steps=7", "train.optim.warmup_steps=0"],
+    )
     assert recipe.model.loop_count == 2 and recipe.train.steps == 7
     assert recipe.model.dim == 2048  # from the base
     assert recipe.name == "looped_hybrid_gdn_4to1"
@@ -74,3 +77,25 @@ def test_recipe_files_lists_the_base_chain_for_provenance():
 
     row = RECIPES / "600M" / "looped_pure_gdn.yaml"
     assert recipe_files(row) == [RECIPES / "600M" / "_base.yaml", row]
+
+
+@pytest.mark.parametrize(
+    "yaml_text, message",
+    [
+        ("train: {steps: 10, optim: {warmup_steps: 100}}\n", "train.optim.warmup_steps=100 exceeds train.steps=10"),
+        ("model: {pattern: mamba2, mamba2: {dt_min: 0.5, dt_max: 0.1}}\n", "dt_min=0.5, dt_max=0.1"),
+    ],
+    ids=["train", "model"],
+)
+@pytest.mark.parametrize("command", ["model-info", "bench train", "bench throughput", "train"])
+def test_every_command_rejects_a_bad_recipe_alike(tmp_path, capsys, yaml_text, message, command):
+    """validate_recipe runs when a recipe is loaded: the same message from every command, before any work."""
+    from lt2.cli import main
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("data: {train_dir: x, tokenizer: y}\n" + yaml_text)
+    extra = {"bench throughput": ["--out", str(tmp_path / "t.csv")], "train": ["--dump-dir", str(tmp_path / "run")]}
+    assert main([*command.split(), str(recipe), *extra.get(command, [])]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"lt2 {command.split()[0]}: error:") and message in err, err
+    assert list(tmp_path.iterdir()) == [recipe]  # nothing was written

@@ -290,39 +290,39 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("lt2.bench.decode_kernels needs a CUDA device")
     import triton
 
-    device = torch.device("cuda")
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
-    props = torch.cuda.get_device_properties(device)
-    bandwidth = copy_bandwidth(device)
-    facts = {
-        "device": props.name,
-        "sm_count": props.multi_processor_count,
-        "l2_bytes": props.L2_cache_size,
-        "copy_bandwidth_GBps": bandwidth / 1e9,
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-        "fla": importlib.util.find_spec("fla") is not None,
-        "dtype": args.dtype,
-        "max_len": args.max_len,
-        "attention": {"heads": args.heads, "kv_heads": args.kv_heads, "head_dim": args.head_dim},
-        "gdn": {"heads": args.gdn_heads, "dk": args.gdn_dk, "dv": args.gdn_dv, "conv": args.conv},
-    }
-    l2_mib = props.L2_cache_size / 2**20
-    print(f"{props.name}: copy bandwidth {bandwidth / 1e9:.0f} GB/s (read + write), L2 {l2_mib:.0f} MiB")
-    print(
-        f"{'kernel':<9} {'method':<12} {'batch':<4} {'length':>8} {'time':>12} {'ideal':>12} {'achieved':>12} roofline"
-    )
-    points = bench_attention(args, bandwidth, props.L2_cache_size, dtype)
-    points += bench_gdn(args, bandwidth, props.L2_cache_size, dtype)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable.rsplit("/", 1)[-1],
         "-m",
         "lt2.bench.decode_kernels",
         *(argv if argv is not None else sys.argv[1:]),
     ]
-    with provenance.record([out], config=vars(args), command=command):
+    with provenance.record([out], config=vars(args), command=command):  # opened before the measurements
+        device = torch.device("cuda")
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+        props = torch.cuda.get_device_properties(device)
+        bandwidth = copy_bandwidth(device)
+        facts = {
+            "device": props.name,
+            "sm_count": props.multi_processor_count,
+            "l2_bytes": props.L2_cache_size,
+            "copy_bandwidth_GBps": bandwidth / 1e9,
+            "torch": torch.__version__,
+            "triton": triton.__version__,
+            "fla": importlib.util.find_spec("fla") is not None,
+            "dtype": args.dtype,
+            "max_len": args.max_len,
+            "attention": {"heads": args.heads, "kv_heads": args.kv_heads, "head_dim": args.head_dim},
+            "gdn": {"heads": args.gdn_heads, "dk": args.gdn_dk, "dv": args.gdn_dv, "conv": args.conv},
+        }
+        l2_mib = props.L2_cache_size / 2**20
+        print(f"{props.name}: copy bandwidth {bandwidth / 1e9:.0f} GB/s (read + write), L2 {l2_mib:.0f} MiB")
+        print(
+            f"{'kernel':<9} {'method':<12} {'batch':<4} {'length':>8} {'time':>12} {'ideal':>12} "
+            f"{'achieved':>12} roofline"
+        )
+        points = bench_attention(args, bandwidth, props.L2_cache_size, dtype)
+        points += bench_gdn(args, bandwidth, props.L2_cache_size, dtype)
         record = {"facts": facts, "points": [asdict(p) for p in points]}
         provenance.atomic_write_text(out, json.dumps(record, indent=2) + "\n")
     print(f"wrote {out}")

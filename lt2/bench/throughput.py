@@ -21,6 +21,7 @@ import itertools
 import json
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
@@ -218,20 +219,46 @@ def points_as_rows(points: list[ThroughputPoint]) -> list[dict]:
     return [asdict(p) for p in points]
 
 
-def write_throughput(points: list[ThroughputPoint], facts: dict, out_csv: str, recipes: list[Recipe], inputs) -> None:
-    """The CSV (one row per point) and a JSON record beside it, each with its provenance sidecar."""
-    from pathlib import Path
-
+def write_throughput(points: list[ThroughputPoint], facts: dict, out_csv: str | Path) -> None:
+    """The CSV (one row per point) and the JSON record beside it (`<out>.json`: facts + points)."""
     import pandas as pd
 
+    from lt2.files import atomic_write_text
+
+    out = Path(out_csv)
+    atomic_write_text(out, pd.DataFrame(points_as_rows(points)).to_csv(index=False))
+    atomic_write_text(
+        out.with_suffix(".json"), json.dumps({"facts": facts, "points": points_as_rows(points)}, indent=2) + "\n"
+    )
+
+
+def bench_throughput(
+    recipes: list[Recipe],
+    batches: list[int],
+    contexts: list[int],
+    decode_steps: int,
+    prefill_chunk: int,
+    engines: tuple[str, ...],
+    out_csv: str | Path,
+    inputs: list[str | Path],
+) -> list[ThroughputPoint]:
+    """`lt2 bench throughput`: measure inside the provenance record (opened before the first model is built),
+    then write the CSV and JSON. `inputs` are the recipes' files; the sidecars' config is the resolved recipes
+    and the sweep, their `extra` the measured device facts (GPU, copy bandwidth)."""
     from lt2.config import to_dict
     from lt2.report import provenance
 
     out = Path(out_csv)
-    record_path = out.with_suffix(".json")
-    config = {"recipes": {r.name: to_dict(r.model) for r in recipes}, **facts}
-    with provenance.record([out, record_path], inputs=inputs, config=config):
-        provenance.atomic_write_text(out, pd.DataFrame(points_as_rows(points)).to_csv(index=False))
-        provenance.atomic_write_text(
-            record_path, json.dumps({"facts": facts, "points": points_as_rows(points)}, indent=2) + "\n"
-        )
+    config = {
+        "recipes": {r.name: to_dict(r.model) for r in recipes},
+        "batch": batches,
+        "ctx": contexts,
+        "decode_steps": decode_steps,
+        "prefill_chunk": prefill_chunk,
+        "engines": list(engines),
+    }
+    with provenance.record([out, out.with_suffix(".json")], inputs=inputs, config=config) as rec:
+        points, facts = run_throughput(recipes, batches, contexts, decode_steps, prefill_chunk, engines=engines)
+        write_throughput(points, facts, out)
+        rec.extra.update(facts)
+    return points

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from lt2.config import Recipe, to_dict
+from lt2.config import Recipe, to_dict, validate_recipe
 from lt2.data.loader import Batch
 from lt2.train.distributed import DistInfo
 from lt2.train.metrics import peak_flops, train_flops_per_token
@@ -176,33 +176,39 @@ def format_table(b: TrainBench) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
-def write_record(b: TrainBench, recipe: Recipe, out: str | Path, inputs: list[str] = ()) -> None:
-    """The JSON record and its provenance sidecar (`<out>.prov.json`, lt2.report.provenance); `inputs` are the
-    recipe's files (the recipe and its bases), hashed into the sidecar."""
-    from lt2.report import provenance
+def write_record(b: TrainBench, out: str | Path) -> None:
+    """The JSON record (atomically); its provenance sidecar comes from the record `run_bench_train` opened."""
+    from lt2.files import atomic_write_text
 
-    with provenance.record([out], inputs=list(inputs), config=to_dict(recipe)) as rec:
-        provenance.atomic_write_text(out, json.dumps(asdict(b), indent=2, sort_keys=True) + "\n")
-        rec.extra["device"] = b.device
+    atomic_write_text(out, json.dumps(asdict(b), indent=2, sort_keys=True) + "\n")
 
 
 def run_bench_train(
-    recipe: Recipe, steps: int, warmup: int, out: str | Path | None, inputs: list[str] = ()
+    recipe: Recipe, steps: int, warmup: int, out: str | Path | None, inputs: list[str | Path] = ()
 ) -> TrainBench:
-    """`lt2 bench train`: start the process group, bench, print the table and write the record (rank 0)."""
-    from lt2.train.args import validate_run
+    """`lt2 bench train`: start the process group, bench, print the table and write the record (rank 0).
+
+    The provenance record of `out` opens before the process group starts: the sidecar's config is the
+    resolved recipe, its inputs the recipe's files (`inputs`: the recipe and its bases) hashed then.
+    """
+    from lt2.report import provenance
     from lt2.train.distributed import destroy_distributed, init_distributed
 
-    validate_run(recipe.data, recipe.train, needs_data=False)
+    validate_recipe(recipe)  # a Recipe built in code was not checked by load_recipe
     if steps < 1 or warmup < 0:
         raise ValueError(f"--steps must be >= 1 and --warmup >= 0, got {steps} and {warmup}")
-    info = init_distributed()
-    try:
-        result = bench_train(recipe, info, steps, warmup)
-    finally:
-        destroy_distributed()
-    if info.is_main:
-        print(format_table(result))
-        if out is not None:
-            write_record(result, recipe, out, inputs)
+    recording = out is not None and provenance.is_main_process()
+    with provenance.record_if(
+        recording, [out] if out is not None else [], inputs=inputs, config=to_dict(recipe)
+    ) as rec:
+        info = init_distributed()
+        try:
+            result = bench_train(recipe, info, steps, warmup)
+        finally:
+            destroy_distributed()
+        if info.is_main:
+            print(format_table(result))
+            if out is not None:
+                write_record(result, out)
+                rec.extra["device"] = result.device
     return result

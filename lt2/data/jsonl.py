@@ -3,12 +3,12 @@
 Record contract shared by every stage of lt2.data (download, shuffle, tokenizer, loader): one JSON object
 per line, UTF-8, newline-terminated, with at least `{"text": str}`; download also writes `{"id": str}`.
 
-Writers never leave a half-written file under its final name: they write `.{name}.tmp` in the same folder
-and `os.replace` it into place only when the block succeeds. A reader that meets a bad line (not JSON, not
+Writers never leave a half-written file under its final name (lt2.files: `.{name}.tmp` in the same
+folder, renamed into place only when the block succeeds). A reader that meets a bad line (not JSON, not
 an object, no string "text", invalid UTF-8, a record cut short by a killed writer) counts it in a
 `ReadStats` and moves on, so one bad line never fails a multi-hour job.
 
-    >>> with atomic_open(Path("docs.jsonl")) as f:
+    >>> with lt2.files.atomic_open(Path("docs.jsonl")) as f:
     ...     f.write(dumps_record({"id": "a", "text": "hello"}))
     >>> [rec["text"] for _, rec in read_jsonl(Path("docs.jsonl"))]
     ['hello']
@@ -16,44 +16,19 @@ an object, no string "text", invalid UTF-8, a record cut short by a killed write
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
+
+from lt2.files import atomic_open
 
 logger = logging.getLogger(__name__)
 
 MAX_EXAMPLES = 5  # malformed-line locations kept for the report; the count is always exact
-
-
-def tmp_path(path: Path) -> Path:
-    """The temporary name `path` is written under: hidden, same folder (so the rename is atomic)."""
-    return path.with_name(f".{path.name}.tmp")
-
-
-@contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open `path` for writing under its temporary name; rename into place only if the block succeeds.
-
-    On an exception the temporary file is removed and the exception propagates, so `path` is either absent,
-    its previous version, or complete. A stale temporary file left by a SIGKILL is simply overwritten.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_path(path)
-    try:
-        with open(tmp, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())  # the data must be on disk before the rename makes it visible
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

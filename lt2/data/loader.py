@@ -50,8 +50,8 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 import torch
 
+from lt2.data.args import DataArgs
 from lt2.data.jsonl import parse_record
-from lt2.train.args import DataArgs
 
 logger = logging.getLogger(__name__)
 

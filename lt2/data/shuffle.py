@@ -34,7 +34,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from lt2.data.jsonl import ReadStats, atomic_open, read_jsonl_lines, write_json
+from lt2.data.jsonl import ReadStats, read_jsonl_lines, write_json
+from lt2.files import atomic_open
 from lt2.progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,10 @@ logger = logging.getLogger(__name__)
 LINE_OVERHEAD = 64  # bytes Python spends per buffered line (bytes header + list slot): counted against memory_mb
 MERGE_BLOCK = 1 << 16  # lines whose run labels are drawn at once during the merge
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# Defaults of `lt2 data shuffle` and of the workflow's `shuffle` section (its schema and config/config.yaml
+# are tested to agree with these).
+MEMORY_MB = 1024.0
+VAL_DOCS = 64
 
 
 def chunk_name(dataset: str, i: int) -> str:
@@ -50,6 +55,16 @@ def chunk_name(dataset: str, i: int) -> str:
 
 def val_name(dataset: str) -> str:
     return f"{dataset}.val.jsonl"
+
+
+def manifest_name(dataset: str) -> str:
+    return f"{dataset}.shuffle.json"
+
+
+def output_files(out: str | os.PathLike, dataset: str, nchunks: int) -> list[Path]:
+    """Every file a shuffle writes under `out`: the chunks, the validation file and the manifest."""
+    names = [chunk_name(dataset, i) for i in range(nchunks)] + [val_name(dataset), manifest_name(dataset)]
+    return [Path(out) / name for name in names]
 
 
 def input_files(input_dir: Path) -> list[Path]:
@@ -81,7 +96,7 @@ def _merge(runs: list[BinaryIO], counts: list[int], rng: np.random.Generator) ->
             yield runs[r].readline()
 
 
-def _check_args(dataset: str, nchunks: int, memory_mb: float, val_docs: int) -> None:
+def check_args(dataset: str, nchunks: int, memory_mb: float, val_docs: int) -> None:
     if not _NAME.match(dataset):
         raise ValueError(f"--dataset {dataset!r} must be a file-name prefix of letters, digits, '.', '_', '-'")
     if nchunks < 1:
@@ -99,15 +114,15 @@ def shuffle(
     *,
     nchunks: int,
     seed: int,
-    memory_mb: float = 1024.0,
-    val_docs: int = 10_000,
+    memory_mb: float = MEMORY_MB,
+    val_docs: int = VAL_DOCS,
 ) -> dict[str, Any]:
     """Shuffle every document under `input_dir` with `seed` in `memory_mb`, write val + chunks; return the manifest.
 
     Raises ValueError for bad arguments, or when the input has fewer than `val_docs + nchunks` documents (every
     chunk must hold at least one).
     """
-    _check_args(dataset, nchunks, memory_mb, val_docs)
+    check_args(dataset, nchunks, memory_mb, val_docs)
     files = input_files(Path(input_dir))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -177,5 +192,5 @@ def shuffle(
         "val": {"file": val_name(dataset), "docs": min(val_docs, total)},
         "chunks": [{"file": chunk_name(dataset, i), "docs": n} for i, n in enumerate(chunk_docs)],
     }
-    write_json(out / f"{dataset}.shuffle.json", manifest)
+    write_json(out / manifest_name(dataset), manifest)
     return manifest

@@ -36,7 +36,8 @@ from typing import Any
 import tokenizers
 from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 
-from lt2.data.jsonl import ReadStats, atomic_open, read_jsonl, write_json
+from lt2.data.jsonl import ReadStats, read_jsonl, write_json
+from lt2.files import atomic_open
 
 logger = logging.getLogger(__name__)
 

@@ -57,17 +57,8 @@ class Decoder:
 
     @torch.no_grad()
     def reset(self) -> None:
-        """Empty every cache in place for a new batch (same buffers, so a captured graph stays valid).
-
-        Cache tensors start at zero and integer ones (slot indices, e.g. a window ring's) at -1: empty.
-        """
-        for member in self.state.members:
-            for tensor in cache_tensors(member.caches):
-                tensor.fill_(-1) if tensor.dtype == torch.long else tensor.zero_()
-            member.key_mask.zero_()
-            member.positions.zero_()
-            member.index.zero_()
-            member.length = 0
+        """Empty every cache in place for a new batch (same buffers, so a captured graph stays valid)."""
+        self.state.reset()
 
     @torch.no_grad()
     def prefill(
@@ -103,18 +94,6 @@ class Decoder:
                 self._logits, self._next = self._step_and_sample()
             self._graph.replay()
             out = (self._logits, self._next)
-        for member in self.state.members:
-            member.length += 1
+        self.state.count(1)
         self.steps += 1
         return out
-
-
-def cache_tensors(obj) -> list[torch.Tensor]:
-    """Every tensor of a cache object (tensors, tuples, lists, dataclasses)."""
-    if isinstance(obj, torch.Tensor):
-        return [obj]
-    if isinstance(obj, (list, tuple)):
-        return [t for o in obj for t in cache_tensors(o)]
-    if hasattr(obj, "__dataclass_fields__"):
-        return [t for f in obj.__dataclass_fields__ for t in cache_tensors(getattr(obj, f))]
-    return []

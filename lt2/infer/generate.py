@@ -1,6 +1,12 @@
-"""Batched text generation on the static decoder: left-padded prompts, sampling, EOS and stop strings."""
+"""Batched text generation on the static decoder: left-padded prompts, sampling, EOS and stop strings.
+
+`load_for_generation` is what `lt2 generate` needs first: a model (trained, or a recipe with random weights),
+on a device and in a dtype, and its tokenizer.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 
@@ -93,3 +99,34 @@ def generate(
         cut = min((text.find(s) for s in stop_strings if s in text), default=len(text))
         texts.append(text[:cut])
     return texts
+
+
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def load_for_generation(
+    source: str | Path, tokenizer_dir: str | Path | None = None, device: str | None = None, dtype: str = "fp32"
+):
+    """(model in eval mode, tokenizer) for `generate`.
+
+    source: a model directory (`lt2 export` / `lt2 train --out`), or a recipe YAML (random weights: smoke tests
+    and speed). tokenizer_dir: default `<source>/tokenizer` for a model directory. device: default cuda when
+    available. dtype: bf16 | fp32.
+    """
+    from lt2.data.tokenizer import Tokenizer
+
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r}; valid: {', '.join(DTYPES)}")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    source = Path(source)
+    tokenizer_dir = tokenizer_dir or (source / "tokenizer" if source.is_dir() else None)
+    if tokenizer_dir is None or not Path(tokenizer_dir).is_dir():
+        raise ValueError("generation needs a tokenizer: pass --tokenizer DIR (or a model dir with a tokenizer/)")
+    if source.is_dir():
+        model = LoopedLM.from_pretrained(source, device=device)
+    else:
+        from lt2.config import load_recipe
+
+        model = LoopedLM(load_recipe(source).model).to(device)
+        model.init_weights()
+    return model.to(DTYPES[dtype]).eval(), Tokenizer.load(tokenizer_dir)

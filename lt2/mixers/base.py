@@ -65,17 +65,22 @@ def mean_visible_keys(context: int, limit: int | None = None) -> float:
     return (limit * (limit + 1) / 2 + limit * (context - limit)) / context
 
 
-def tensor_bytes(obj) -> int:
-    """Bytes of every tensor in a cache object (tensors, dataclasses, tuples, lists, dicts; meta tensors too)."""
+def cache_tensors(obj) -> list[torch.Tensor]:
+    """Every tensor of a cache object (tensors, dataclasses, tuples, lists, dicts)."""
     if isinstance(obj, torch.Tensor):
-        return obj.numel() * obj.element_size()
+        return [obj]
     if isinstance(obj, (list, tuple)):
-        return sum(tensor_bytes(o) for o in obj)
+        return [t for o in obj for t in cache_tensors(o)]
     if isinstance(obj, dict):
-        return sum(tensor_bytes(o) for o in obj.values())
+        return [t for o in obj.values() for t in cache_tensors(o)]
     if hasattr(obj, "__dataclass_fields__"):
-        return sum(tensor_bytes(getattr(obj, f)) for f in obj.__dataclass_fields__)
-    return 0
+        return [t for f in obj.__dataclass_fields__ for t in cache_tensors(getattr(obj, f))]
+    return []
+
+
+def tensor_bytes(obj) -> int:
+    """Bytes of every tensor in a cache object (meta tensors too)."""
+    return sum(t.numel() * t.element_size() for t in cache_tensors(obj))
 
 
 def recurrent_decode_bytes(mixer, spec, dtype: torch.dtype) -> int:

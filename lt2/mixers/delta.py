@@ -62,7 +62,6 @@ class DeltaRuleMixer(nn.Module):
         super().__init__()
         lin = args.linear
         self.layer_idx = layer_idx
-        lin.check()
         self.n_heads, self.head_dim, self.head_v_dim = lin.n_heads, lin.head_dim, lin.head_v_dim
         self.key_dim, self.value_dim = self.n_heads * self.head_dim, self.n_heads * self.head_v_dim
         self.q_proj = nn.Linear(args.dim, self.key_dim, bias=False)

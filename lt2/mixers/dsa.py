@@ -66,16 +66,6 @@ class DeepSeekSparseAttention(nn.Module):
         self.n_kv_heads = cfg.n_kv_heads or args.n_kv_heads
         self.index_n_heads, self.index_head_dim = cfg.index_n_heads, cfg.index_head_dim
         self.topk, self.index_loss_coef = cfg.topk, cfg.index_loss_coef
-        if self.n_heads % self.n_kv_heads:
-            raise ValueError(f"dsa: n_heads {self.n_heads} is not a multiple of dsa.n_kv_heads {self.n_kv_heads}")
-        if self.head_dim % 2:
-            raise ValueError(f"dsa: head_dim must be even for RoPE, got {self.head_dim}")
-        if self.index_head_dim % 4:
-            raise ValueError(
-                f"dsa.index_head_dim must be a multiple of 4 (RoPE on an even first half), got {self.index_head_dim}"
-            )
-        if self.topk < 1 or self.index_n_heads < 1:
-            raise ValueError(f"dsa.topk and dsa.index_n_heads must be >= 1, got {self.topk}, {self.index_n_heads}")
         self.wq = nn.Linear(args.dim, self.n_heads * self.head_dim, bias=False)
         self.wk = nn.Linear(args.dim, self.n_kv_heads * self.head_dim, bias=False)
         self.wv = nn.Linear(args.dim, self.n_kv_heads * self.head_dim, bias=False)

@@ -36,10 +36,7 @@ class HGRN2(GatedLinearMixer):
         super().__init__()
         lin = args.linear
         self.layer_idx = layer_idx
-        lin.check()
         H, Dk = lin.n_heads, lin.head_dim
-        if args.dim % H:
-            raise ValueError(f"hgrn2: model dim {args.dim} does not divide into linear.n_heads {H}")
         self.n_heads, self.head_k_dim, self.head_v_dim = H, Dk, args.dim // H
         self.forget_dim = H * Dk
         self.q_proj = nn.Linear(args.dim, self.forget_dim, bias=False)

@@ -40,17 +40,7 @@ class Mamba2(GatedLinearMixer):
         m = args.mamba2
         self.layer_idx = layer_idx
         self.d_inner = m.expand * args.dim
-        if m.head_dim < 1 or self.d_inner % m.head_dim:
-            raise ValueError(
-                f"mamba2 inner dim {self.d_inner} (expand * dim) does not divide into head_dim {m.head_dim}"
-            )
         H = self.d_inner // m.head_dim
-        if m.n_groups < 1 or H % m.n_groups:
-            raise ValueError(f"mamba2 heads {H} (inner dim / head_dim) do not divide into n_groups {m.n_groups}")
-        if m.d_state < 1 or m.conv_size < 1:
-            raise ValueError(f"mamba2 d_state and conv_size must be >= 1, got {m.d_state} and {m.conv_size}")
-        if not 0 < m.dt_min <= m.dt_max:
-            raise ValueError(f"mamba2 needs 0 < dt_min <= dt_max, got dt_min={m.dt_min}, dt_max={m.dt_max}")
         self.n_heads, self.head_k_dim, self.head_v_dim = H, m.d_state, m.head_dim
         self.n_groups, self.dt_min, self.dt_max = m.n_groups, m.dt_min, m.dt_max
         self.conv_dim = self.d_inner + 2 * m.n_groups * m.d_state

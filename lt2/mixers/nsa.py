@@ -50,15 +50,6 @@ class NativeSparseAttention(nn.Module):
         self.layer_idx = layer_idx
         self.n_heads, self.n_kv_heads, self.head_dim = args.n_heads, cfg.n_kv_heads, args.head_dim
         self.block_size, self.block_count, self.window = cfg.block_size, cfg.block_count, cfg.window
-        if self.n_kv_heads < 1 or self.n_heads % self.n_kv_heads:
-            raise ValueError(f"nsa: n_heads {self.n_heads} is not a multiple of nsa.n_kv_heads {self.n_kv_heads}")
-        if self.head_dim % 2:
-            raise ValueError(f"nsa: head_dim must be even for RoPE, got {self.head_dim}")
-        if min(self.block_size, self.block_count, self.window) < 1:
-            raise ValueError(
-                f"nsa.block_size, nsa.block_count and nsa.window must be >= 1, got "
-                f"{self.block_size}, {self.block_count}, {self.window}"
-            )
         # None when fla's kernels can run these shapes; otherwise the reason, raised on a CUDA call
         self.fla_unsupported = fla_nsa_unsupported(
             self.n_heads, self.n_kv_heads, self.head_dim, self.block_size, self.block_count

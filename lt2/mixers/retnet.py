@@ -37,10 +37,7 @@ class RetNet(GatedLinearMixer):
         super().__init__()
         lin = args.linear
         self.layer_idx = layer_idx
-        lin.check()
         H, Dk = lin.n_heads, lin.head_dim
-        if Dk % 2:
-            raise ValueError(f"retnet: linear.head_dim must be even for the rotary embedding, got {Dk}")
         self.n_heads, self.head_k_dim, self.head_v_dim = H, Dk, lin.head_v_dim
         key_dim, self.value_dim = H * Dk, H * self.head_v_dim
         self.q_proj = nn.Linear(args.dim, key_dim, bias=False)

@@ -25,6 +25,7 @@ from torch import nn
 
 from lt2.config import ModelArgs
 from lt2.mixers.base import tensor_bytes
+from lt2.model.vote import VoteState
 
 
 @dataclass
@@ -57,9 +58,10 @@ def meta_model(args: ModelArgs) -> nn.Module:
 
 
 def cache_bytes(model: nn.Module, context: int, dtype: torch.dtype = torch.bfloat16) -> int:
-    """Bytes of all (loop, layer) caches of one sequence allocated for `context` slots (meta device)."""
+    """Bytes of all (loop, layer) caches of one sequence allocated for `context` slots (meta device); for a
+    random layout, of one placement (its vote keeps `vote_k` of them)."""
     state = model.allocate_state(1, context, device="meta", dtype=dtype)
-    return tensor_bytes(state.caches)
+    return tensor_bytes(state.members[0].caches if isinstance(state, VoteState) else state.caches)
 
 
 def model_info(args: ModelArgs, seq_len: int) -> ModelInfo:

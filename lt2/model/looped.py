@@ -17,11 +17,13 @@ import torch
 from torch import nn
 
 from lt2.config import ModelArgs, resolve, to_dict
+from lt2.files import atomic_path, atomic_write_text
 from lt2.mixers.base import SeqInfo, cu_seqlens_from_doc_starts
 from lt2.model.block import Block
 from lt2.model.cache import DecodeState
 from lt2.model.init import init_weights
 from lt2.model.layers import RMSNorm
+from lt2.model.vote import VoteState
 
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 
@@ -137,41 +139,40 @@ class LoopedLM(nn.Module):
         return SeqInfo(positions=positions, cu_seqlens=cu_seqlens_from_doc_starts(doc_start))
 
     # --------------------------------------------------------------- decoding
-    def allocate_state(self, batch: int, max_len: int, device=None, dtype=None) -> DecodeState:
-        """Static caches for `batch` sequences of up to `max_len` slots (prompt, padding and new tokens)."""
+    def allocate_state(self, batch: int, max_len: int, device=None, dtype=None) -> DecodeState | VoteState:
+        """Static caches for `batch` sequences of up to `max_len` slots (prompt, padding and new tokens): one
+        decode state, or for a random layout one per placement of its vote (lt2.model.vote)."""
         device = device or self.embed.weight.device
         dtype = dtype or self.embed.weight.dtype
-        members = []
-        for specs in self.vote_draws():
-            caches = [
-                [
-                    block.mixer.init_cache(batch, max_len, device, dtype, specs[loop][i])
-                    for i, block in enumerate(self.layers)
-                ]
-                for loop in range(self.args.loop_count)
+        states = [self._allocate(batch, max_len, device, dtype, specs) for specs in self.vote_draws()]
+        return VoteState(states) if self.layout.is_random else states[0]
+
+    def _allocate(self, batch: int, max_len: int, device, dtype, specs) -> DecodeState:
+        caches = [
+            [
+                block.mixer.init_cache(batch, max_len, device, dtype, specs[loop][i])
+                for i, block in enumerate(self.layers)
             ]
-            members.append(
-                DecodeState(
-                    caches=caches,
-                    key_mask=torch.zeros(batch, max_len, dtype=torch.bool, device=device),
-                    positions=torch.zeros(batch, dtype=torch.long, device=device),
-                    index=torch.zeros(1, dtype=torch.long, device=device),
-                    max_len=max_len,
-                    specs=specs,
-                )
-            )
-        members[0].votes = members[1:]
-        return members[0]
+            for loop in range(self.args.loop_count)
+        ]
+        return DecodeState(
+            caches=caches,
+            key_mask=torch.zeros(batch, max_len, dtype=torch.bool, device=device),
+            positions=torch.zeros(batch, dtype=torch.long, device=device),
+            index=torch.zeros(1, dtype=torch.long, device=device),
+            max_len=max_len,
+            specs=specs,
+        )
 
     @torch.no_grad()
     def prefill(
         self,
         tokens: torch.Tensor,
-        state: DecodeState | None = None,
+        state: DecodeState | VoteState | None = None,
         pad_mask: torch.Tensor | None = None,
         max_len: int | None = None,
         last_only: bool = False,
-    ) -> tuple[torch.Tensor, DecodeState]:
+    ) -> tuple[torch.Tensor, DecodeState | VoteState]:
         """Run a (left-padded) prompt chunk tokens [B, T]; returns logits [B, T, V] and the updated state.
 
         A new state is allocated when none is given (max_len defaults to args.max_seqlen). Calling prefill
@@ -192,44 +193,32 @@ class LoopedLM(nn.Module):
             if (pad_mask[:, 1:].int() < pad_mask[:, :-1].int()).any():
                 raise ValueError("pad_mask must be left padding (no pad after a real token); use left_align()")
         real = pad_mask if pad_mask is not None else torch.ones_like(tokens, dtype=torch.bool)
-        logits = 0.0
-        for member in state.members:  # one member unless a random layout votes
-            slots = torch.arange(member.length, member.length + T, device=tokens.device)
-            positions = member.positions[:, None] + (real.long().cumsum(1) - 1).clamp(min=0)
-            member.key_mask[:, slots] = real
-            seq = SeqInfo(positions, pad_mask, slots=slots, key_mask=member.key_mask, start=member.length)
-            h = self.hidden_states(tokens, seq, member)
-            logits = logits + self.output(h[:, -1:] if last_only else h)
-            member.positions += real.sum(1)
-            member.index += T
-            member.length += T
-        return logits / len(state.members), state
+
+        def prefill_one(member: DecodeState) -> torch.Tensor:
+            h = self.hidden_states(tokens, member.seq_info(real, pad_mask), member)
+            member.advance(T, real)
+            return self.output(h[:, -1:] if last_only else h)
+
+        logits = state.mean(prefill_one) if isinstance(state, VoteState) else prefill_one(state)
+        state.count(T)
+        return logits, state
 
     @torch.no_grad()
-    def step(self, token: torch.Tensor, state: DecodeState) -> tuple[torch.Tensor, DecodeState]:
+    def step(self, token: torch.Tensor, state: DecodeState | VoteState) -> tuple[torch.Tensor, DecodeState | VoteState]:
         """One decode step: token [B] (or [B, 1]) -> logits [B, V]. Uses tensors only (graph-capturable)."""
         state.check_room(1)
         logits = self.decode_step(token.reshape(-1), state)
-        for member in state.members:
-            member.length += 1
+        state.count(1)
         return logits, state
 
-    def decode_step(self, token: torch.Tensor, state: DecodeState) -> torch.Tensor:
+    def decode_step(self, token: torch.Tensor, state: DecodeState | VoteState) -> torch.Tensor:
         """The device-side part of `step`, token [B] -> logits [B, V]: no host syncs, fixed shapes; what CUDA
-        graphs capture."""
-        logits = 0.0
-        for member in state.members:
-            member.key_mask.index_fill_(1, member.index, True)
-            seq = SeqInfo(
-                positions=member.positions[:, None],
-                slots=member.index,
-                key_mask=member.key_mask,
-                length=member.index + 1,
-            )
-            logits = logits + self.output(self.hidden_states(token[:, None], seq, member))[:, -1]
-            member.positions += 1
-            member.index += 1
-        return logits / len(state.members)
+        graphs capture. The host's copy of the write position is the caller's to count (`state.count(1)`)."""
+        if isinstance(state, VoteState):
+            return state.mean(lambda member: self.decode_step(token, member))
+        h = self.hidden_states(token[:, None], state.seq_info(), state)
+        state.advance(1)
+        return self.output(h)[:, -1]
 
     # ------------------------------------------------------------ persistence
     def save_pretrained(self, directory: str | Path) -> None:
@@ -241,13 +230,11 @@ class LoopedLM(nn.Module):
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         if self.head is None:
             tensors.pop("head.weight", None)
-        tmp_weights, tmp_config = directory / (WEIGHTS_NAME + ".tmp"), directory / (CONFIG_NAME + ".tmp")
         # One metadata key only: safetensors writes its metadata map in arbitrary order, and the file's
         # hash must be reproducible for provenance (the architecture lives in config.json).
-        save_file(tensors, str(tmp_weights), metadata={"format": "pt"})
-        tmp_config.write_text(json.dumps(to_dict(self.args), indent=2, sort_keys=True))
-        tmp_weights.replace(directory / WEIGHTS_NAME)
-        tmp_config.replace(directory / CONFIG_NAME)
+        with atomic_path(directory / WEIGHTS_NAME) as tmp:
+            save_file(tensors, str(tmp), metadata={"format": "pt"})
+        atomic_write_text(directory / CONFIG_NAME, json.dumps(to_dict(self.args), indent=2, sort_keys=True))
 
     @classmethod
     def from_pretrained(

@@ -1,12 +1,12 @@
 """Result figures: one function per figure draws onto a matplotlib Figure; one writer saves png + pdf.
 
-Adding a figure = one function registered in `FIGURES` + one rule in workflow/rules/report.smk.
+Adding a figure = one function plus its `Entry` in `FIGURES` (the records it reads, a one-line caption; see
+lt2.report.registry) and the caption paragraph `workflow/report/<name>.rst`. One wildcard rule in
+workflow/rules/report.smk builds every figure.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -15,8 +15,10 @@ matplotlib.use("Agg")  # jobs run headless (SLURM nodes, CI)
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
+from lt2.files import atomic_path
 from lt2.report import curves
 from lt2.report.mixer_costs import mixer_costs
+from lt2.report.registry import Entry, bench_throughput_records, bigram_records, mixer_cost_recipes
 
 
 def decode_throughput(inputs: list[Path]) -> Figure:
@@ -29,8 +31,6 @@ def decode_throughput(inputs: list[Path]) -> Figure:
     import pandas as pd
 
     points = pd.concat([pd.read_csv(p) for p in inputs], ignore_index=True)
-    if "engine" not in points:  # recorded before engines were compared: the CUDA graph alone
-        points["engine"] = "graph"
     if points["engine"].nunique() > 1:
         points["model"] = points["model"] + " [" + points["engine"] + "]"
     batches = sorted(points["batch"].unique())
@@ -65,10 +65,16 @@ def decode_throughput(inputs: list[Path]) -> Figure:
     return fig
 
 
-FIGURES: dict[str, Callable[[list[Path]], Figure]] = {
-    "decode_throughput": decode_throughput,
-    **curves.FIGURES,  # training_curve, grad_norm
-    "mixer_costs": mixer_costs,
+METRICS = "train/{scale}/{recipe}/metrics.jsonl"
+FIGURES: dict[str, Entry] = {
+    "decode_throughput": Entry(
+        decode_throughput, bench_throughput_records, "Decode and prefill tokens/s against context"
+    ),
+    "grad_norm": Entry(curves.grad_norm, METRICS, "Gradient norm against tokens, per ablation group"),
+    "mixer_costs": Entry(mixer_costs, mixer_cost_recipes, "Mixing FLOPs and decode cache against sequence length"),
+    "training_curve": Entry(
+        curves.training_curve, (METRICS, bigram_records), "Training and validation loss, per ablation group"
+    ),
 }
 
 
@@ -77,16 +83,14 @@ def build_figure(name: str, inputs: list[str | Path]) -> Figure:
         raise ValueError(f"unknown figure {name!r}; known figures: {', '.join(sorted(FIGURES))}")
     if not inputs:
         raise ValueError(f"figure {name!r} needs at least one input")
-    return FIGURES[name]([Path(p) for p in inputs])
+    return FIGURES[name].build([Path(p) for p in inputs])
 
 
 def save_figure(fig: Figure, *paths: str | Path) -> None:
-    """Save to every path (format from its suffix), each to a temporary name first, then renamed."""
+    """Save to every path (format from its suffix), each atomically (lt2.files)."""
     for path in map(Path, paths):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
         # pdf/png embed a creation date by default; leave it out so a re-run gives the same bytes
         metadata = {"CreationDate": None} if path.suffix == ".pdf" else {"Software": None}
-        fig.savefig(tmp, format=path.suffix.lstrip("."), dpi=150, metadata=metadata)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=path.suffix.lstrip("."), dpi=150, metadata=metadata)
     plt.close(fig)

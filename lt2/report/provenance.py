@@ -16,8 +16,10 @@ Usage, from a command that writes `out.json` from `data.jsonl`:
     with provenance.record(["out.json"], inputs=["data.jsonl"], config={"seq_len": 256}):
         ...write out.json...
 
-Sidecars are written only after the body succeeded, and stale sidecars of the outputs are removed when it
-starts, so a crashed command never leaves a record that describes a different file.
+The record opens before the command works: start time, git state, hardware and input hashes are those of the
+moment it started (an input changed while it ran fails the command instead of being recorded). Sidecars are
+written only after the body succeeded, and stale sidecars of the outputs are removed when it starts, so a
+crashed command never leaves a record that describes a different file.
 """
 
 from __future__ import annotations
@@ -35,10 +37,15 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+# re-exported: commands write their outputs through provenance.atomic_write_text/_bytes inside `record`
+from lt2.files import atomic_write_bytes as atomic_write_bytes
+from lt2.files import atomic_write_text as atomic_write_text
+from lt2.files import sha256_file as sha256_file
 
 SUFFIX = ".prov.json"
 SCHEMA_VERSION = 1
@@ -52,25 +59,6 @@ PathLike = str | os.PathLike
 
 
 # ------------------------------------------------------------------ writing files
-def atomic_write_bytes(path: PathLike, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, fsync it, then rename it over `path`.
-
-    A reader (or a job killed half-way) sees either the old file or the complete new one, never a prefix.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
 def sidecar(path: PathLike) -> Path:
     """The provenance file of `path`: `results/x.json` -> `results/x.json.prov.json`."""
     path = Path(path)
@@ -78,14 +66,6 @@ def sidecar(path: PathLike) -> Path:
 
 
 # ------------------------------------------------------------------------ hashing
-def sha256_file(path: PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(functools.partial(f.read, 1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def sha256_path(path: PathLike) -> str:
     """sha256 of a file, or of a directory as the sorted list of (relative path, file sha256).
 
@@ -129,9 +109,9 @@ def display_path(path: PathLike) -> str:
 
 
 # ------------------------------------------------------------- environment facts
-@functools.cache
 def git_state() -> dict[str, Any]:
-    """Commit, dirty flag and the hash of the uncommitted diff of the source tree.
+    """Commit, dirty flag and the hash of the uncommitted diff of the source tree, asked of git now (a command
+    records the state it started from: `record` calls this on entry).
 
     A copy of the tree without its .git (a GPU node given the working tree only) names its commit in
     $LT2_GIT_COMMIT, recorded as `commit` with `source: "env"` and unknown dirtiness; otherwise None.
@@ -215,7 +195,7 @@ def hardware() -> dict[str, Any]:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
 # ------------------------------------------------------------------------ records
@@ -231,44 +211,17 @@ def input_entry(path: PathLike) -> dict[str, Any]:
     }
 
 
-def write_provenance(
-    output: PathLike,
-    inputs: Iterable[PathLike] = (),
-    config: Any = None,
-    started: str | None = None,
-    command: list[str] | None = None,
-    extra: dict[str, Any] | None = None,
-    input_entries: list[dict[str, Any]] | None = None,
-) -> Path:
-    """Write `<output>.prov.json` for an existing output file or directory; returns the sidecar's path.
+def _fingerprint(path: Path) -> list[tuple[str, int, int]]:
+    """(relative path, size, mtime) of a file or of every file in a directory: cheap to take twice, and it
+    changes when a file is rewritten, so an input that changed while a command ran is caught without
+    hashing it again."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and not _ignored(p))
+    return [(f.relative_to(path).as_posix() if f != path else "", *_stat(f)) for f in files]
 
-    `inputs` are hashed now, unless `input_entries` (from `input_entry`, taken when the command started)
-    are given: hashing before the work catches an input that changes while the command reads it.
-    """
-    output = Path(output)
-    if not output.exists():
-        raise ValueError(f"output {output} does not exist; cannot record its provenance")
-    entries = input_entries if input_entries is not None else [input_entry(p) for p in inputs]
-    argv = command if command is not None else ["lt2", *sys.argv[1:]]
-    rec = {
-        "schema": SCHEMA_VERSION,
-        "output": {"path": display_path(output), "sha256": sha256_path(output)},
-        "command": shlex.join(argv),
-        "inputs": entries,
-        "config": config,
-        "config_sha256": config_sha256(config),
-        "git": git_state(),
-        "packages": package_versions(),
-        "hardware": hardware(),
-        "host": socket.gethostname(),
-        "started": started or _now(),
-        "ended": _now(),
-    }
-    if extra:
-        rec["extra"] = extra
-    path = sidecar(output)
-    atomic_write_text(path, json.dumps(rec, indent=2, sort_keys=True, default=str) + "\n")
-    return path
+
+def _stat(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
 
 
 def read_provenance(path: PathLike) -> dict[str, Any]:
@@ -281,14 +234,37 @@ def read_provenance(path: PathLike) -> dict[str, Any]:
 
 @dataclass
 class Recording:
-    """What `record` hands to its body: add facts learnt while working (token counts, devices) to `extra`."""
+    """The record of one command, opened before it works. Its body may add facts learnt while working
+    (token counts, devices) to `extra`; everything else was taken on entry."""
 
     outputs: list[Path]
-    inputs: list[dict[str, Any]]
+    inputs: list[dict[str, Any]]  # input_entry of each input, hashed on entry
     config: Any
     command: list[str]
     started: str
+    git: dict[str, Any]
+    hardware: dict[str, Any]
+    host: str
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def sidecar_of(self, output: Path, ended: str) -> dict[str, Any]:
+        rec = {
+            "schema": SCHEMA_VERSION,
+            "output": {"path": display_path(output), "sha256": sha256_path(output)},
+            "command": shlex.join(self.command),
+            "inputs": self.inputs,
+            "config": self.config,
+            "config_sha256": config_sha256(self.config),
+            "git": self.git,
+            "packages": package_versions(),
+            "hardware": self.hardware,
+            "host": self.host,
+            "started": self.started,
+            "ended": ended,
+        }
+        if self.extra:
+            rec["extra"] = self.extra
+        return rec
 
 
 @contextmanager
@@ -298,27 +274,53 @@ def record(
     config: Any = None,
     command: list[str] | None = None,
 ) -> Iterator[Recording]:
-    """Record provenance for `outputs` once the body has written them (see the module docstring).
+    """The provenance boundary of a command: open it before the command starts working.
 
-    Inputs are hashed before the body runs. On an exception no sidecar is written and the error propagates.
+    On entry: stale sidecars of `outputs` are removed; the start time, git state, hardware, host and the
+    sha256 of every input are taken. The body does the work and writes `outputs` (atomically). On success:
+    every output must exist and every input must be as it was on entry (else ValueError naming it), then the
+    outputs are hashed and one sidecar per output is written. On an exception nothing is written.
+
+    outputs: files or directories the command writes        inputs: files or directories it reads
+    config:  the resolved configuration it runs with (JSON-able)   command: argv (default `lt2 <sys.argv>`)
     """
     outs = [Path(p) for p in outputs]
     for out in outs:
         sidecar(out).unlink(missing_ok=True)
+    ins = [Path(p) for p in inputs]
     rec = Recording(
         outputs=outs,
-        inputs=[input_entry(p) for p in inputs],
+        inputs=[input_entry(p) for p in ins],
         config=config,
         command=command if command is not None else ["lt2", *sys.argv[1:]],
         started=_now(),
+        git=git_state(),
+        hardware=hardware(),
+        host=socket.gethostname(),
     )
+    before = [_fingerprint(p) for p in ins]
     yield rec
-    for out in rec.outputs:  # the body may narrow the list (nothing to record after a failed command)
-        write_provenance(
-            out,
-            config=rec.config,
-            started=rec.started,
-            command=rec.command,
-            extra=rec.extra or None,
-            input_entries=rec.inputs,
+    for path, fingerprint in zip(ins, before, strict=True):
+        if not path.exists() or _fingerprint(path) != fingerprint:
+            raise ValueError(f"input {path} changed while the command ran; no provenance was written")
+    missing = [str(out) for out in outs if not out.exists()]
+    if missing:
+        raise ValueError(f"the command finished without writing {', '.join(missing)}")
+    ended = _now()
+    for out in outs:
+        atomic_write_text(
+            sidecar(out), json.dumps(rec.sidecar_of(out, ended), indent=2, sort_keys=True, default=str) + "\n"
         )
+
+
+def record_if(
+    when: bool, outputs: Iterable[PathLike], inputs: Iterable[PathLike] = (), config: Any = None
+) -> AbstractContextManager[Recording | None]:
+    """`record(...)` when `when`, else a block that records nothing and yields None: a command run without an
+    output file, or a rank other than 0 of a job whose rank 0 writes the results."""
+    return record(outputs, inputs=inputs, config=config) if when else nullcontext()
+
+
+def is_main_process() -> bool:
+    """Whether this process writes its job's results: rank 0 under torchrun or srun, or a process of no job."""
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))) == 0

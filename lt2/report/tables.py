@@ -1,8 +1,10 @@
 """Result tables: one function per table turns its input records into a DataFrame; one writer renders it.
 
-Adding a table = one function registered in `TABLES` + one rule in workflow/rules/report.smk that lists its
-inputs. Every table function takes the input paths (one record per recipe, laid out by the workflow as
-`.../<scale>/<recipe>.json` or `.../<scale>/<recipe>/<file>`) and returns one row per recipe.
+Adding a table = one function plus its `Entry` in `TABLES` (the records it reads and a one-line caption;
+see lt2.report.registry), the caption paragraph `workflow/report/<name>.rst` and the paper's numbers
+`config/paper/<name>.csv`. One wildcard rule in workflow/rules/report.smk builds every table. Every table
+function takes the input paths (one record per recipe, laid out by the workflow as `.../<scale>/<recipe>.json`
+or `.../<scale>/<recipe>/<file>`, or a benchmark's own records) and returns one row per recipe.
 
 Reproduced values stand next to the paper's: `config/paper/<table>.csv` holds the paper's numbers in long
 form (table, row, column, value, source) with rows named `<scale>/<recipe>` like the recipe files. A
@@ -22,19 +24,12 @@ from pathlib import Path
 import pandas as pd
 
 from lt2.report.provenance import atomic_write_text
+from lt2.report.registry import Entry, bench_throughput_records, bench_train_records, bigram_records, recipe_id
 
 PAPER_COLUMNS = ["table", "row", "column", "value", "source"]
 
 
 # ------------------------------------------------------------------ inputs
-def recipe_id(path: str | Path) -> tuple[str, str]:
-    """(scale, recipe) of a per-recipe record: `.../<scale>/<recipe>.json` or `.../<scale>/<recipe>/<file>`."""
-    path = Path(path)
-    if path.suffix == ".json" and path.name not in {"config.json"}:
-        return path.parent.name, path.stem
-    return path.parent.parent.name, path.parent.name
-
-
 def load_paper(path: str | Path, table: str) -> pd.DataFrame:
     """The paper's numbers for `table` (possibly none yet): columns row, column, value, source."""
     df = pd.read_csv(path, dtype={"table": str, "row": str, "column": str, "source": str})
@@ -147,14 +142,11 @@ def decode_table(inputs: list[Path]) -> pd.DataFrame:
     of memory.
 
     Inputs: `lt2 bench throughput` CSVs laid out as `.../bench/<scale>/throughput.csv`, all models of one run.
-    Runs recorded before engines were compared have no `engine` column: they used the CUDA graph alone.
     """
     rows: dict[tuple[str, str, str], dict] = {}
     for path in inputs:
         scale = Path(path).parent.name
         points = pd.read_csv(path)
-        if "engine" not in points:
-            points["engine"] = "graph"
         for p in points.itertuples(index=False):
             key = (scale, p.model, p.engine)
             row = rows.setdefault(key, {"recipe": p.model, "scale": scale, "engine": p.engine})
@@ -168,11 +160,19 @@ def decode_table(inputs: list[Path]) -> pd.DataFrame:
     return df[["recipe", "scale", "engine", *decode, *roofline]]
 
 
-TABLES: dict[str, Callable[[list[Path]], pd.DataFrame]] = {
-    "decode": decode_table,
-    "lm": lm_table,
-    "model_size": model_size_table,
-    "train_throughput": train_throughput_table,
+TABLES: dict[str, Entry] = {
+    "decode": Entry(decode_table, bench_throughput_records, "Decode throughput (tokens/s) against batch and context"),
+    "lm": Entry(
+        lm_table,
+        ("eval/ppl/{scale}/{recipe}.json", bigram_records),
+        "Language modelling: validation perplexity and bits/byte, with the bigram baseline",
+    ),
+    "model_size": Entry(
+        model_size_table, "model_info/{scale}/{recipe}.json", "Model sizes and analytic costs (the paper's Table 1)"
+    ),
+    "train_throughput": Entry(
+        train_throughput_table, bench_train_records, "Training throughput: tokens/s, MFU and peak memory"
+    ),
 }
 
 
@@ -181,7 +181,7 @@ def build_table(name: str, inputs: list[str | Path], paper_csv: str | Path | Non
         raise ValueError(f"unknown table {name!r}; known tables: {', '.join(sorted(TABLES))}")
     if not inputs:
         raise ValueError(f"table {name!r} needs at least one input record")
-    df = TABLES[name]([Path(p) for p in inputs]).sort_values(["scale", "recipe"], kind="stable")
+    df = TABLES[name].build([Path(p) for p in inputs]).sort_values(["scale", "recipe"], kind="stable")
     if paper_csv is not None:
         df = with_paper(df, load_paper(paper_csv, name))
     return df.reset_index(drop=True)
@@ -235,5 +235,4 @@ def write_table(df: pd.DataFrame, name: str, md: str | Path, csv: str | Path, te
     df.to_csv(buffer, index=False)
     atomic_write_text(csv, buffer.getvalue())
     atomic_write_text(md, to_markdown(df))
-    caption = (TABLES[name].__doc__ or name).strip().splitlines()[0]
-    atomic_write_text(tex, to_latex(df, caption, name))
+    atomic_write_text(tex, to_latex(df, TABLES[name].caption, name))

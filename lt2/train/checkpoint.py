@@ -26,7 +26,6 @@ file system, as DCP's file writer does.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -44,6 +43,7 @@ import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
+from lt2.files import atomic_dir, atomic_write_text, fsync_path, sha256_file
 from lt2.train.distributed import DistInfo, barrier
 
 logger = logging.getLogger(__name__)
@@ -54,29 +54,6 @@ MANIFEST, TRAIN_STATE, RECIPE = "manifest.json", "train_state.json", "recipe.yam
 
 
 # ------------------------------------------------------------------------------------- files
-def _fsync_write(path: Path, text: str) -> None:
-    with open(path, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 24):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _files(directory: Path) -> list[str]:
     """Every file under `directory` (relative, sorted), the manifest excluded."""
     return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST)
@@ -221,15 +198,15 @@ class Checkpointer:
         dcp.save({"model": model_sd, "optim": optim_sd, "rng": {self._rng_key(): rng_state()}}, checkpoint_id=tmp)
         if self.info.is_main:
             meta = {"schema": SCHEMA_VERSION, "step": step, "world_size": self.info.world_size}
-            _fsync_write(tmp / TRAIN_STATE, json.dumps({**meta, **train_state}, indent=1, sort_keys=True))
-            _fsync_write(tmp / RECIPE, recipe_yaml)
+            atomic_write_text(tmp / TRAIN_STATE, json.dumps({**meta, **train_state}, indent=1, sort_keys=True))
+            atomic_write_text(tmp / RECIPE, recipe_yaml)
         barrier(self.info)
         files = self._hash(tmp, self._broadcast(_files(tmp) if self.info.is_main else None))
         if self.info.is_main:
             manifest = {"schema": SCHEMA_VERSION, "step": step, "world_size": self.info.world_size, "files": files}
-            _fsync_write(tmp / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+            atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
             os.rename(tmp, final)
-            _fsync_dir(self.root)
+            fsync_path(self.root)
             self._prune()
             logger.info("checkpoint %s written (%d files)", final, len(files) + 1)
         barrier(self.info)
@@ -286,15 +263,6 @@ class Checkpointer:
 
 
 # ------------------------------------------------------------------------------------ export
-def replace_dir(tmp: Path, out: Path) -> None:
-    """Move a finished folder `tmp` to `out`, replacing what was there (renames only; `tmp` beside `out`)."""
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    if out.exists():
-        os.rename(out, old)
-    os.rename(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def export_checkpoint(src: str | Path, out_dir: str | Path, extra_files: dict[str, Path] | None = None) -> Path:
     """`lt2 export`: checkpoint -> out_dir/{model.safetensors, config.json} (LoopedLM.from_pretrained reads it).
 
@@ -318,12 +286,8 @@ def export_checkpoint(src: str | Path, out_dir: str | Path, extra_files: dict[st
     with warnings.catch_warnings():  # DCP warns that it loads in a single process: that is the intent here
         warnings.filterwarnings("ignore", message=".*single process.*")
         dcp.load({"model": state}, checkpoint_id=path, no_dist=True)
-    out = Path(out_dir)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    for name, source in (extra_files or {}).items():
-        shutil.copyfile(source, tmp / name)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    replace_dir(tmp, out)
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        for name, source in (extra_files or {}).items():
+            shutil.copyfile(source, tmp / name)
     return path

@@ -150,8 +150,6 @@ class Trainer:
                 f"model.vocab_size={recipe.model.vocab_size} is smaller than the tokenizer's "
                 f"{self.tokenizer.vocab_size} tokens ({recipe.data.tokenizer})"
             )
-        if recipe.data.seq_len > recipe.model.max_seqlen:
-            raise ValueError(f"data.seq_len={recipe.data.seq_len} exceeds model.max_seqlen={recipe.model.max_seqlen}")
         self.model = build_model(recipe, info)
         self.optimizer = build_optimizer(self.model.lm, recipe.train.optim, info.device)
         self.scheduler = build_scheduler(self.optimizer, recipe.train.optim, recipe.train.steps)

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from lt2.config import ModelArgs
+from lt2.files import atomic_write_text
 from lt2.progress import format_duration
 
 logger = logging.getLogger("lt2.train")
@@ -157,9 +158,7 @@ def truncate_metrics(path: Path, step: int) -> None:
         except (ValueError, KeyError):
             continue  # a line cut short by a kill
     if len(keep) != len(lines):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(line + "\n" for line in keep))
-        os.replace(tmp, path)
+        atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
 class Throughput:

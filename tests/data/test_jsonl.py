@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from lt2.data.jsonl import ReadStats, atomic_open, dumps_record, read_jsonl, read_jsonl_lines
-from lt2.data.jsonl import tmp_path as temp_name
+from lt2.data.jsonl import ReadStats, dumps_record, read_jsonl, read_jsonl_lines
+from lt2.files import atomic_open
+from lt2.files import tmp_path as temp_name
 
 
 def test_atomic_open_commits_only_on_success(tmp_path: Path):

@@ -10,9 +10,10 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from lt2.infer.decoder import Decoder, cache_tensors
+from lt2.infer.decoder import Decoder
 from lt2.infer.generate import generate_ids, left_pad
 from lt2.infer.sampling import SamplingArgs, sample
+from lt2.mixers.base import cache_tensors
 from lt2.testing import assert_close, tiny_model
 
 
@@ -112,3 +113,15 @@ def test_compiled_decode_step_equals_eager(pattern):
     for i, (a, e) in enumerate(zip(cache_tensors(compiled_caches), cache_tensors(eager_caches), strict=True)):
         assert_close(f"cache tensor {i}", a.float(), e.float())
     assert_close("compiled vs forward", compiled, model(tokens))
+
+
+def test_generation_setup_rejects_bad_input_before_loading(tmp_path):
+    from pathlib import Path
+
+    from lt2.infer.generate import load_for_generation
+
+    recipe = Path(__file__).parents[2] / "config" / "recipes" / "tiny" / "looped_pure_full.yaml"
+    with pytest.raises(ValueError, match="needs a tokenizer"):
+        load_for_generation(recipe)  # a recipe has no tokenizer/ beside it
+    with pytest.raises(ValueError, match="dtype 'fp8'; valid: bf16, fp32"):
+        load_for_generation(recipe, tmp_path, dtype="fp8")

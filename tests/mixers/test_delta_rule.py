@@ -15,11 +15,10 @@ import math
 import pytest
 import torch
 
-from lt2.config import LinearArgs, ModelArgs
 from lt2.mixers import mixer_class
 from lt2.model.looped import LoopedLM
 from lt2.model.pattern import MixerSpec
-from lt2.testing import assert_close, incremental_logits
+from lt2.testing import assert_close, incremental_logits, tiny_args
 
 PATTERNS = ("gdn", "kda", "deltanet")
 VOCAB = 97
@@ -28,20 +27,10 @@ RTOL, ATOL = 1e-4, 1e-5
 
 
 def tiny_model(pattern: str, loop_count: int = 2, seed: int = 0, **linear) -> LoopedLM:
+    """lt2.testing's tiny dims with the plain block (no residual gate, no gated attention), fp32."""
     linear = {"n_heads": 2, "head_dim": 8, "expand_v": 2.0, **linear}
-    args = ModelArgs(
-        vocab_size=VOCAB,
-        dim=32,
-        n_layers=2,
-        loop_count=loop_count,
-        pattern=pattern,
-        n_heads=2,
-        ffn_dim=64,
-        max_seqlen=512,
-        init_seed=seed,
-        linear=LinearArgs(**linear),
-    )
-    model = LoopedLM(args)
+    plain = dict(n_heads=2, n_kv_heads=2, window=512, vote_k=5, use_residual=False, gated_attn=False)
+    model = LoopedLM(tiny_args(pattern, loop_count, init_seed=seed, linear=linear, **plain))
     model.init_weights()
     return model.eval()
 

@@ -98,7 +98,7 @@ def test_mixer_cost_figure_from_the_recipes(tmp_path, monkeypatch):
 
 
 def test_throughput_figure_has_a_prefill_row(tmp_path):
-    csv = REPO / "results" / "bench" / "throughput_1B_h100.csv"
+    csv = REPO / "results" / "paper" / "bench" / "1B" / "throughput.csv"
     fig = build_figure("decode_throughput", [csv])
     titles = [ax.get_title() for ax in fig.axes]
     assert any(t.startswith("decode") for t in titles) and any(t.startswith("prefill") for t in titles)

@@ -13,7 +13,6 @@ import pytest
 
 from lt2.report import provenance
 from lt2.report.audit import audit
-from lt2.report.recorded import run_recorded
 
 
 @pytest.fixture
@@ -56,8 +55,9 @@ def test_config_hash_ignores_key_order():
 
 def test_failed_body_writes_no_record_and_drops_a_stale_one(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    Path("out.txt").write_text("old")
-    provenance.write_provenance("out.txt")
+    with provenance.record(["out.txt"]):
+        Path("out.txt").write_text("old")
+    assert provenance.sidecar("out.txt").exists()
     with pytest.raises(RuntimeError), provenance.record(["out.txt"]):
         Path("out.txt").write_text("half")
         raise RuntimeError("killed")
@@ -95,39 +95,32 @@ def test_audit_catches_an_edited_output_and_a_lost_record(chain):
     assert (problem.path, problem.what) == ("results/derived.txt", "no provenance")
 
 
-def test_run_recorded_captures_stdout_and_records_only_success(tmp_path, monkeypatch):
+def test_model_info_records_its_output_and_only_on_success(tmp_path, monkeypatch):
+    """`lt2 model-info --out` writes the JSON it prints, with the resolved recipe as the sidecar's config."""
+    from lt2.cli import main
+
     recipe = Path(__file__).parents[2] / "config" / "recipes" / "tiny" / "looped_pure_full.yaml"
     monkeypatch.chdir(tmp_path)
-    status = run_recorded(["model-info", str(recipe), "--json"], [str(recipe)], ["info.json"], {"a": 1}, "info.json")
-    assert status == 0
-    assert json.loads(Path("info.json").read_text())["effective_depth"] == 20  # 5 layers x 4 loops
+    assert main(["model-info", str(recipe), "--json", "--out", "info.json"]) == 0
+    assert json.loads(Path("info.json").read_text())["effective_depth"] == 30  # 15 layers x 2 loops
     rec = json.loads(Path("info.json.prov.json").read_text())
-    assert rec["command"] == f"lt2 model-info {recipe} --json" and rec["config"] == {"a": 1}
-    status = run_recorded(["model-info", "missing.yaml", "--json"], [], ["bad.json"], None, "bad.json")
-    assert status == 2
+    assert rec["config"]["recipe"]["model"]["loop_count"] == 2 and rec["config"]["seq_len"] > 0
+    assert [Path(i["path"]).name for i in rec["inputs"]] == ["_base.yaml", "looped_pure_full.yaml"]
+    assert main(["model-info", "missing.yaml", "--json", "--out", "bad.json"]) == 2
     assert not Path("bad.json").exists() and not Path("bad.json.prov.json").exists()
 
 
-@pytest.fixture
-def fresh_git_state():
-    """git_state is cached per process (one answer per run): forget it around a test that moves the cwd."""
-    provenance.git_state.cache_clear()
-    yield
-    provenance.git_state.cache_clear()
-
-
-def test_a_tree_without_git_records_the_declared_commit(tmp_path, monkeypatch, fresh_git_state):
+def test_a_tree_without_git_records_the_declared_commit(tmp_path, monkeypatch):
     """A GPU node gets the working tree without .git: $LT2_GIT_COMMIT names the commit it came from."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))  # no repository above tmp_path either
     monkeypatch.delenv("LT2_GIT_COMMIT", raising=False)
     assert provenance.git_state() == {"commit": None, "dirty": None, "diff_sha256": None, "source": None}
     monkeypatch.setenv("LT2_GIT_COMMIT", "4f9a579")
-    provenance.git_state.cache_clear()
     assert provenance.git_state() == {"commit": "4f9a579", "dirty": None, "diff_sha256": None, "source": "env"}
 
 
-def test_a_repository_records_its_own_head(tmp_path, monkeypatch, fresh_git_state):
+def test_a_repository_records_its_own_head(tmp_path, monkeypatch):
     import subprocess
 
     monkeypatch.chdir(tmp_path)

@@ -133,14 +133,11 @@ def test_decode_throughput_figure_draws_every_model_and_batch(tmp_path):
     assert (tmp_path / "f.png").stat().st_size > 1000 and (tmp_path / "f.pdf").stat().st_size > 1000
 
 
-def test_recorded_single_engine_run_still_reports(tmp_path):
-    """The committed H100 baseline predates the engine column: its rows read as the CUDA-graph engine."""
-    recorded = Path(__file__).parents[2] / "results" / "bench" / "throughput_1B_h100.csv"
-    csv = tmp_path / "bench" / "1B" / "throughput.csv"
-    csv.parent.mkdir(parents=True)
-    csv.write_bytes(recorded.read_bytes())
-    df = build_table("decode", [csv]).set_index("recipe")
-    assert set(df["engine"]) == {"graph"}
+def test_recorded_h100_baseline_reports(tmp_path):
+    """The committed H100 baseline (the CUDA-graph engine alone) at the workflow's own path."""
+    recorded = Path(__file__).parents[2] / "results" / "paper" / "bench" / "1B" / "throughput.csv"
+    df = build_table("decode", [recorded]).set_index("recipe")
+    assert set(df["engine"]) == {"graph"} and set(df["scale"]) == {"1B"}
     assert df.loc["looped_pure_full", "decode tok/s B=8 ctx=16k"] == "OOM"
     assert df.loc["looped_pure_full", "decode tok/s B=8 ctx=8k"] == pytest.approx(242, abs=1)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lt2.data.args import DataArgs
 from lt2.data.loader import (
     DocStream,
     PackedLoader,
@@ -24,7 +25,6 @@ from lt2.data.loader import (
     stream_specs,
     validation_rows,
 )
-from lt2.train.args import DataArgs
 
 BOS, EOS = 1, 2
 

@@ -58,7 +58,8 @@ def test_uninterrupted_run_matches_golden_curve(golden_single):
 
 def test_outputs_written_at_completion(golden_single):
     out = golden_single / "out"
-    assert {p.name for p in out.iterdir()} == {"model.safetensors", "config.json", "metrics.jsonl", "recipe.yaml"}
+    names = {"model.safetensors", "config.json", "metrics.jsonl", "recipe.yaml"}
+    assert {p.name for p in out.iterdir()} == names | {f"{n}.prov.json" for n in names}  # each with its record
     assert (out / "metrics.jsonl").read_text() == (golden_single / "run" / "metrics.jsonl").read_text()
     model = LoopedLM.from_pretrained(out)
     assert model.args.loop_count == 2 and model.args.use_residual

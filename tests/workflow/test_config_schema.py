@@ -39,5 +39,5 @@ def test_config_cross_checks_name_the_bad_value(workflow):
 def test_default_config_is_valid(workflow):
     """The test overlay on config/config.yaml plans the whole tiny DAG."""
     res = snakemake(workflow, "-n", "all")
-    for rule in ("download", "shuffle", "tokenizer", "train", "model_info", "eval_ppl", "table_lm"):
+    for rule in ("download", "shuffle", "tokenizer", "train", "model_info", "eval_ppl", "table"):
         assert f"{rule} " in res.stdout, res.stdout[-3000:]

@@ -29,17 +29,11 @@ def test_paper_dry_run_lists_every_job(workflow):
         "train": n,
         "model_info": n,
         "eval_ppl": n,
-        "table_model_size": 1,
-        "table_lm": 1,
-        "figure_training_curve": 1,
-        "figure_grad_norm": 1,
-        "figure_mixer_costs": 1,  # analytic: the 1B pure-mixer recipes, no training needed
+        "table": 4,  # model_size, lm, decode, train_throughput: one wildcard rule builds every table
+        "figure": 4,  # training_curve, grad_norm, mixer_costs, decode_throughput
         "eval_bigram": 2,  # the bigram baseline of each scale's corpus
         "bench_throughput": 1,  # one GPU job times every benchmarked recipe side by side
-        "table_decode": 1,
-        "figure_decode_throughput": 1,
         "bench_train": 2,  # the 600M full-attention and GDN loops, one GPU job each
-        "table_train_throughput": 1,
         "all": 1,
     }, counts
     assert "--kind hf --name meta-llama/Meta-Llama-3-8B" in res.stdout
@@ -53,13 +47,13 @@ def test_paper_dry_run_lists_every_job(workflow):
 
 def test_one_table_plans_only_its_ancestors(workflow):
     res = snakemake(workflow, "-n", "results/test/tables/model_size.md")
-    assert job_counts(res.stdout) == {"model_info": 2, "table_model_size": 1}, res.stdout[-3000:]
+    assert job_counts(res.stdout) == {"model_info": 2, "table": 1}, res.stdout[-3000:]
 
 
 def test_train_throughput_table_plans_only_the_training_benchmarks(workflow):
     res = snakemake(workflow, "-n", "results/paper/tables/train_throughput.md", "--configfile", "config/paper.yaml",
                     overlay=False)  # fmt: skip
-    assert job_counts(res.stdout) == {"bench_train": 2, "table_train_throughput": 1}, res.stdout[-3000:]
+    assert job_counts(res.stdout) == {"bench_train": 2, "table": 1}, res.stdout[-3000:]
 
 
 def test_gpu_results_target_plans_every_gpu_measurement(workflow):
@@ -73,7 +67,7 @@ def test_gpu_results_target_plans_every_gpu_measurement(workflow):
 def test_lm_table_plans_training_but_not_other_tables(workflow):
     counts = job_counts(snakemake(workflow, "-n", "results/test/tables/lm.md").stdout)
     assert counts == {"download": 1, "shuffle": 1, "tokenizer": 1, "train": 2, "eval_ppl": 2, "eval_bigram": 1,
-                      "table_lm": 1}, counts  # fmt: skip
+                      "table": 1}, counts  # fmt: skip
 
 
 def test_multi_gpu_training_launches_one_rank_per_gpu(workflow):
@@ -81,6 +75,6 @@ def test_multi_gpu_training_launches_one_rank_per_gpu(workflow):
     target = "results/paper/train/1B/looped_pure_full/model.safetensors"
     slurm = snakemake(workflow, "-n", "-p", target, "--profile", "profiles/slurm", "--configfile", "config/paper.yaml",
                       overlay=False).stdout  # fmt: skip
-    assert "lt2 record --input config/recipes/1B/looped_pure_full" in slurm and "--nproc-per-node 8" in slurm
+    assert "lt2 train config/recipes/1B/looped_pure_full.yaml" in slurm and "--nproc-per-node 8" in slurm
     local = snakemake(workflow, "-n", "-p", target, "--configfile", "config/paper.yaml", overlay=False).stdout
-    assert "lt2 record --input config/recipes/1B/looped_pure_full" in local and "--nproc-per-node 1" in local
+    assert "lt2 train config/recipes/1B/looped_pure_full.yaml" in local and "--nproc-per-node 1" in local

@@ -1,11 +1,14 @@
 # GPU benchmarks and the kernels' numerics check. One job measures every configured recipe side by side (ratios come from one run on one
 # device); it writes its own provenance (lt2 bench records the GPU, the measured copy bandwidth and the
 # recipes' resolved configs).
+# Their outputs are committed (results/paper/...), so the tables rebuild from them on a machine without a
+# GPU: the recipes are `ancient` inputs, and a fresh checkout's file times never ask for a new measurement.
+# Re-measure on purpose with `snakemake -R <rule>` (or `gpu_results`, on a GPU node).
 
 
 rule bench_throughput:
     input:
-        recipes=bench_recipes,
+        recipes=ancient(bench_recipes),
     output:
         csv=result_path("bench/{scale}/throughput.csv"),
         json=result_path("bench/{scale}/throughput.json"),
@@ -25,8 +28,8 @@ rule bench_throughput:
 # one after another on the same kind of GPU (the slurm profile asks for one).
 rule bench_train:
     input:
-        recipe=recipe_file,
-        bases=recipe_bases,
+        recipe=ancient(recipe_file),
+        bases=ancient(recipe_bases),
     output:
         result_path("bench/train/{scale}/{recipe}.json"),
     log:
@@ -45,7 +48,7 @@ rule bench_train:
 # A check out of tolerance is a result, recorded in the table's `ok` column, not a failed job.
 rule verify_kernels:
     input:
-        recipes=verify_recipes,
+        recipes=ancient(verify_recipes),
     output:
         result_path("numerics/kernels.csv"),
     log:

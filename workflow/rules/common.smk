@@ -2,13 +2,15 @@
 # path helpers (outputs are namespaced by the config's `name`), input functions and command-line pieces.
 # Rules stay declarative: each builds one `lt2 ...` command from these helpers.
 
-import json
 import shlex
 from pathlib import Path
 
-import yaml
-
 from snakemake.utils import min_version, validate
+
+from lt2.config import recipe_files, recipes_with_bases, scale_recipes
+from lt2.report.figures import FIGURES
+from lt2.report.registry import bench_throughput_records, bench_train_records
+from lt2.report.tables import TABLES
 
 min_version("9.0")
 
@@ -23,6 +25,8 @@ wildcard_constraints:
     scale="|".join(SCALES),
     recipe=r"[A-Za-z0-9_.-]+",
     dataset=r"[A-Za-z0-9_.-]+",
+    table="|".join(TABLES),
+    figure="|".join(FIGURES),
 
 
 # ---------------------------------------------------------------- paths
@@ -74,13 +78,7 @@ def find_recipes():
             if not (root / f"{rid}.yaml").is_file():
                 raise ValueError(f"config recipes.only names {rid!r}, but {root / rid}.yaml does not exist")
     else:
-        # files starting with "_" are shared bases (`base: _base.yaml`), not recipes
-        ids = [
-            f"{scale}/{p.stem}"
-            for scale in config["recipes"]["scales"]
-            for p in sorted((root / scale).glob("*.yaml"))
-            if not p.name.startswith("_")
-        ]
+        ids = [f"{scale}/{p.stem}" for scale in config["recipes"]["scales"] for p in scale_recipes(root, scale)]
     if not ids:
         raise ValueError(f"no recipes: {root}/<scale>/*.yaml has none for scales {config['recipes']['scales']}")
     for rid in ids:
@@ -106,13 +104,9 @@ def recipe_file(wildcards):
 
 
 def recipe_bases(wildcards):
-    """The files a recipe builds on through `base: <file>` (relative to itself), nearest first: a change
-    there re-runs the recipe's jobs, and their provenance records the bases too."""
-    bases, path = [], Path(recipe_file(wildcards))
-    while base := (yaml.safe_load(path.read_text()) or {}).get("base"):
-        path = path.parent / base
-        bases.append(str(path))
-    return bases
+    """The files a recipe builds on through `base: <file>` (lt2.config.recipe_files): a change there re-runs
+    the recipe's jobs, and their provenance records the bases too."""
+    return [str(p) for p in recipe_files(recipe_file(wildcards))[:-1]]
 
 
 def corpus_of(wildcards):
@@ -134,32 +128,9 @@ def tokenizer_inputs(wildcards):
     return chunk_files(tok["dataset"]) if tok["kind"] == "bpe" else []
 
 
-def per_recipe(pattern):
-    """Every recipe's file of `pattern` (with {scale} and {recipe}), for the report rules."""
-    return [pattern.format(scale=rid.split("/")[0], recipe=rid.split("/")[1]) for rid in RECIPES]
-
-
-def bigram_records(wildcards=None):
-    """The bigram baseline of every scale this run trains (one `lt2 eval bigram` record per scale)."""
-    scales = sorted({rid.split("/")[0] for rid in RECIPES})
-    return [result_path(f"eval/bigram/{scale}/bigram_baseline.json") for scale in scales]
-
-
-def mixer_cost_recipes(wildcards=None):
-    """The pure-mixer recipes of the scale the mixer_costs figure is drawn at (one line per mixer)."""
-    scale = config["report"]["mixer_costs_scale"]
-    return sorted(
-        str(p) for p in Path(config["recipes"]["dir"], scale).glob("looped_pure_*.yaml") if "gated" not in p.stem
-    )
-
-
 def conda_env(wildcards):
     """The conda env of a recipe job (--use-conda): the GPU env at paper scales, the CPU env at tiny."""
     return "../envs/cpu.yaml" if wildcards.scale == "tiny" else "../envs/gpu.yaml"
-
-
-def paper_csv(table):
-    return f"{config['report']['paper']}/{table}.csv"
 
 
 def bench_recipes(wildcards):
@@ -173,40 +144,49 @@ def bench_args(wildcards):
     return f"--batch {bench['batch']} --ctx {bench['ctx']} --decode-steps {bench['decode_steps']}"
 
 
-def bench_csvs(wildcards):
-    """Inputs of the decode table and figure: the throughput run of the configured scale."""
-    if "throughput" not in config["bench"]:
-        raise ValueError("the decode table/figure need config bench.throughput (a GPU benchmark run)")
-    return [result_path(f"bench/{config['bench']['throughput']['scale']}/throughput.csv")]
-
-
 def bench_train_args(wildcards):
     bench = config["bench"]["train"]
     overrides = " ".join(shlex.quote(o) for o in bench["overrides"])
     return f"{overrides} --steps {bench['steps']} --warmup {bench['warmup']}"
 
 
-def bench_train_records(wildcards):
-    """Inputs of the train_throughput table: one `lt2 bench train` record per configured recipe."""
-    if "train" not in config["bench"]:
-        raise ValueError("the train_throughput table needs config bench.train (a GPU benchmark run)")
-    bench = config["bench"]["train"]
-    return [result_path(f"bench/train/{bench['scale']}/{r}.json") for r in bench["recipes"]]
-
-
 def verify_recipes(wildcards):
-    """The 600M recipes whose mixer settings the numerics check uses (lt2.kernels.verify.CASES)."""
-    return sorted(str(p) for p in Path(config["recipes"]["dir"], "600M").glob("*.yaml"))
+    """The 600M recipes (and their bases) whose mixer settings the numerics check uses (lt2.kernels.verify)."""
+    return [str(p) for p in recipes_with_bases(scale_recipes(config["recipes"]["dir"], "600M"))]
 
 
 def gpu_outputs(wildcards):
     """The GPU results of this configuration: kernel numerics, plus the configured benchmarks."""
-    outputs = [result_path("numerics/kernels.csv")]
+    outputs = ["numerics/kernels.csv"]
     if "throughput" in config["bench"]:
-        outputs += [result_path(f"bench/{config['bench']['throughput']['scale']}/throughput.csv")]
+        outputs += bench_throughput_records(config)
     if "train" in config["bench"]:
-        outputs += bench_train_records(wildcards)
-    return outputs
+        outputs += bench_train_records(config)
+    return [result_path(p) for p in outputs]
+
+
+# ---------------------------------------------------------------- tables and figures (lt2.report registries)
+def record_path(path):
+    """A registry record: under results/<name>/, except recipe files (analytic figures read the recipes)."""
+    return path if path.startswith(config["recipes"]["dir"] + "/") else result_path(path)
+
+
+def table_records(wildcards):
+    return [record_path(p) for p in TABLES[wildcards.table].record_paths(config, RECIPES)]
+
+
+def table_paper(wildcards):
+    return f"{config['report']['paper']}/{wildcards.table}.csv"
+
+
+def figure_records(wildcards):
+    return [record_path(p) for p in FIGURES[wildcards.figure].record_paths(config, RECIPES)]
+
+
+def report_caption(wildcards):
+    """The caption paragraph of a table or figure (workflow/report/<name>.rst) for the report's template."""
+    name = wildcards.get("table") or wildcards.get("figure")
+    return Path(workflow.basedir, "workflow", "report", f"{name}.rst").read_text()
 
 
 def final_outputs():
@@ -217,23 +197,12 @@ def final_outputs():
 
 
 # ---------------------------------------------------------------- command-line pieces
-def prov_config(*sections, **facts):
-    """The resolved configuration a job runs with, as JSON for `lt2 record --config` (recorded and hashed)."""
-    record = {"run": NAME, **{s: config[s] for s in sections}, **facts}
-    return json.dumps(record, sort_keys=True)
-
 
 def download_args(wildcards):
     limit = config["datasets"][wildcards.dataset]["limit"]
     return "" if limit is None else f"--limit {limit}"
 
 
-def download_config(wildcards):
-    return prov_config(dataset=wildcards.dataset, download=config["datasets"][wildcards.dataset])
-
-
-def shuffle_config(wildcards):
-    return prov_config("shuffle", dataset=wildcards.dataset)
 
 
 def tokenizer_args(wildcards):
@@ -271,16 +240,6 @@ def train_nproc(wildcards, resources):
     return max(gpus_of(resources), 1)
 
 
-def train_config(wildcards):
-    return prov_config(
-        recipe=f"{wildcards.scale}/{wildcards.recipe}",
-        overrides=config["recipes"]["overrides"],
-        corpus=corpus_of(wildcards),
-    )
-
-
-def recipe_config(wildcards):
-    return prov_config(recipe=f"{wildcards.scale}/{wildcards.recipe}", overrides=config["recipes"]["overrides"])
 
 
 def bigram_args(wildcards):

@@ -1,5 +1,5 @@
-# download -> shuffle + shard. Outputs under data/<name>/ carry provenance sidecars too, so `lt2 audit`
-# can follow a table back to the downloaded documents.
+# download -> shuffle + shard. Outputs under data/<name>/ carry provenance sidecars too (written by the
+# commands themselves), so `lt2 audit` can follow a table back to the downloaded documents.
 
 
 rule download:
@@ -9,7 +9,6 @@ rule download:
         log_path("data/raw/{dataset}.log"),
     params:
         args=download_args,
-        config=download_config,
     resources:
         download=1,  # a global limit (see profiles) keeps parallel downloads from tripping rate limits
     conda:
@@ -17,8 +16,7 @@ rule download:
     message:
         "download {wildcards.dataset}"
     shell:
-        "lt2 record --output {output} --config {params.config:q}"
-        " -- data download --dataset {wildcards.dataset} --out {output} {params.args} > {log} 2>&1"
+        "lt2 data download --dataset {wildcards.dataset} --out {output} {params.args} > {log} 2>&1"
 
 
 rule shuffle:
@@ -35,13 +33,11 @@ rule shuffle:
         seed=config["shuffle"]["seed"],
         val_docs=config["shuffle"]["val_docs"],
         memory_mb=config["shuffle"]["memory_mb"],
-        config=shuffle_config,
     conda:
         "../envs/cpu.yaml"
     message:
         "shuffle {wildcards.dataset} into {params.nchunks} chunks + {params.val_docs} validation documents"
     shell:
-        "lt2 record --input {input} --output {output} --config {params.config:q}"
-        " -- data shuffle --input {input} --out {params.out} --dataset {wildcards.dataset}"
+        "lt2 data shuffle --input {input} --out {params.out} --dataset {wildcards.dataset}"
         " --nchunks {params.nchunks} --seed {params.seed} --memory-mb {params.memory_mb}"
         " --val-docs {params.val_docs} > {log} 2>&1"

@@ -12,14 +12,12 @@ rule model_info:
         log_path("model_info/{scale}/{recipe}.log"),
     params:
         overrides=recipe_overrides,
-        config=recipe_config,
     conda:
         "../envs/cpu.yaml"
     message:
-        "model costs of {wildcards.scale}/{wildcards.recipe}"
+        "model costs of {wildcards.scale}/{wildcards.recipe} ({input})"
     shell:
-        "lt2 record --input {input} --output {output} --stdout {output} --config {params.config:q}"
-        " -- model-info {input.recipe} {params.overrides} --json 2> {log}"
+        "lt2 model-info {input.recipe} {params.overrides} --json --out {output} > {log} 2>&1"
 
 
 rule eval_ppl:

@@ -11,11 +11,9 @@ rule tokenizer:
         log_path("data/tokenizer.log"),
     params:
         args=tokenizer_args,
-        config=prov_config("tokenizer"),
     conda:
         "../envs/cpu.yaml"
     message:
         "tokenizer ({params.args})"
     shell:
-        "lt2 record --input {input} --output {output} --config {params.config:q}"
-        " -- data tokenizer {params.args} --out {output} > {log} 2>&1"
+        "lt2 data tokenizer {params.args} --out {output} > {log} 2>&1"

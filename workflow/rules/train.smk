@@ -22,13 +22,11 @@ rule train:
         out=subpath(output.model, parent=True),
         dump=run_path("{scale}/{recipe}"),
         overrides=train_overrides,
-        config=train_config,
         nproc=train_nproc,
     conda:
         conda_env
     message:
-        "train {wildcards.scale}/{wildcards.recipe}"
+        "train {wildcards.scale}/{wildcards.recipe} (recipe files: {input.bases} {input.recipe})"
     shell:
-        "lt2 record --input {input} --output {output} --config {params.config:q}"
-        " -- train {input.recipe} {params.overrides} --dump-dir {params.dump} --out {params.out}"
+        "lt2 train {input.recipe} {params.overrides} --dump-dir {params.dump} --out {params.out}"
         " --nproc-per-node {params.nproc} > {log} 2>&1"

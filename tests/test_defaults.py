@@ -1,0 +1,68 @@
+"""Defaults agree: the workflow schema's defaults, the embedded default config (config/config.yaml) and the
+defaults of the `lt2` commands the rules call.
+
+pytest tests/test_defaults.py
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lt2.cli import build_parser
+
+REPO = Path(__file__).parents[1]
+SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+# schema key -> (command line with its required arguments, destination of the flag the rule passes it to)
+FLAGS = {
+    "shuffle.memory_mb": ("data shuffle --input i --out o --dataset d --nchunks 1 --seed 0", "memory_mb"),
+    "shuffle.val_docs": ("data shuffle --input i --out o --dataset d --nchunks 1 --seed 0", "val_docs"),
+    "eval.ppl.batch_size": ("eval ppl m --data d --tokenizer t --out o", "batch_size"),
+    "eval.ppl.seq_len": ("eval ppl m --data d --tokenizer t --out o", "seq_len"),
+    "eval.ppl.stride": ("eval ppl m --data d --tokenizer t --out o", "stride"),
+    "bench.throughput.batch": ("bench throughput r.yaml --out o.csv", "batch"),
+    "bench.throughput.ctx": ("bench throughput r.yaml --out o.csv", "ctx"),
+    "bench.throughput.decode_steps": ("bench throughput r.yaml --out o.csv", "decode_steps"),
+    "bench.train.steps": ("bench train r.yaml", "steps"),
+    "bench.train.warmup": ("bench train r.yaml", "warmup"),
+}
+
+
+def schema_defaults(node: dict, prefix: str = "") -> dict[str, object]:
+    """Dotted key -> default of every scalar or list setting the schema gives a default."""
+    found = {}
+    for key, sub in node.get("properties", {}).items():
+        if sub.get("type") == "object" or "properties" in sub:
+            found |= schema_defaults(sub, f"{prefix}{key}.")
+        elif "default" in sub:
+            found[prefix + key] = sub["default"]
+    return found
+
+
+def lookup(config: dict, dotted: str):
+    for key in dotted.split("."):
+        if not isinstance(config, dict) or key not in config:
+            return KeyError
+        config = config[key]
+    return config
+
+
+DEFAULTS = schema_defaults(SCHEMA)
+
+
+@pytest.mark.parametrize("key", sorted(k for k in DEFAULTS if lookup(CONFIG, k) is not KeyError))
+def test_default_config_sets_what_the_schema_defaults_to(key):
+    assert lookup(CONFIG, key) == DEFAULTS[key]
+
+
+@pytest.mark.parametrize("key", list(FLAGS))
+def test_command_defaults_are_the_schema_defaults(key):
+    argv, dest = FLAGS[key]
+    value = getattr(build_parser().parse_args(argv.split()), dest)
+    assert value == DEFAULTS[key], (
+        f"lt2 {argv.split()[0]} ... {dest} defaults to {value!r}, the schema to {DEFAULTS[key]!r}"
+    )
