@@ -374,9 +374,38 @@ def _add_eval_longctx(evals) -> None:
     q.set_defaults(func=cmd_eval_longctx)
 
 
+def cmd_eval_bigram(a: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+
+    from lt2.eval.bigram import evaluate_bigram
+    from lt2.report import provenance
+
+    _data_logging()  # counting a paper-scale chunk takes a while: progress lines
+    config = {"eval_bigram": {"max_tokens": a.max_tokens, "text_key": a.text_key, "name": a.name}}
+    with provenance.record([a.out], inputs=[*a.train, a.data, a.tokenizer], config=config):
+        res = evaluate_bigram(a.train, a.data, a.tokenizer, a.max_tokens, a.text_key, a.name)
+        provenance.atomic_write_text(a.out, json.dumps(asdict(res), indent=2, sort_keys=True) + "\n")
+    print(f"bigram ppl {res.ppl:.4f}  bits/byte {res.bits_per_byte:.4f}  ({res.tokens} tokens, {res.documents} docs)")
+    return 0
+
+
+def _add_eval_bigram(evals) -> None:
+    q = evals.add_parser("bigram", help="Kneser-Ney bigram baseline of the training chunks, as validation ppl")
+    q.add_argument("--train", nargs="+", required=True, help="training chunk files (JSONL) the counts come from")
+    q.add_argument("--data", required=True, help="held-out documents, scored like `lt2 eval ppl`")
+    q.add_argument("--tokenizer", required=True, help="tokenizer directory (tokenizer.json)")
+    q.add_argument("--out", required=True, help="result JSON (a .prov.json sidecar is written beside it)")
+    q.add_argument("--max-tokens", type=int, default=None, help="as `lt2 eval ppl --max-tokens` (same targets)")
+    q.add_argument("--text-key", default="text")
+    q.add_argument("--name", default="bigram_baseline", help="row name in the tables")
+    q.set_defaults(func=cmd_eval_bigram)
+
+
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="evaluate an exported model")
     evals = p.add_subparsers(dest="eval_command", required=True, metavar="<eval>")
+    _add_eval_bigram(evals)
     q = evals.add_parser("ppl", help="validation perplexity and bits per byte on held-out JSONL")
     q.add_argument("model_dir", help="exported model: config.json + model.safetensors")
     q.add_argument("--data", required=True, help="held-out documents, one JSON object per line")

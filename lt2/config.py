@@ -112,6 +112,10 @@ class ModelArgs:
     vote_k: int = 5  # random layouts: inference averages the logits of this many fixed placements
     init_seed: int = 42
     init_std: float | None = None  # None: fan_in ** -0.5 for every projection (Lingua's init)
+    # Init std multiplier of the projections that write into the residual stream (each mixer's output
+    # projection, the FFN's down projection); 0 starts every block as the identity, which lets a deep, narrow
+    # stack leave the unigram plateau within a CPU-sized budget. 1.0 is the reference init.
+    out_init_scale: float = 1.0
     linear: LinearArgs = field(default_factory=LinearArgs)
     mamba2: Mamba2Args = field(default_factory=Mamba2Args)
     nsa: NSAArgs = field(default_factory=NSAArgs)
@@ -149,6 +153,8 @@ def validate_model(m: ModelArgs) -> None:
     recipe is checked when it is loaded, before any weight exists), the mixers trust their arguments."""
     if m.n_heads % m.n_kv_heads:
         raise ValueError(f"n_heads {m.n_heads} is not a multiple of n_kv_heads {m.n_kv_heads}")
+    if m.out_init_scale < 0:
+        raise ValueError(f"out_init_scale must be >= 0, got {m.out_init_scale}")
     layout = m.layout
     for row in layout.specs:
         for spec in row:

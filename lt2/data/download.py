@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 from collections.abc import Iterator
 from itertools import chain, islice
 from pathlib import Path
@@ -144,10 +143,10 @@ def download(
     if done:
         logger.info("resuming %s after %d committed shards (%d documents)", dataset, len(progress["shards"]), done)
 
-    from tqdm import tqdm
+    from lt2.progress import Progress
 
     records = _records(corpus, stream, start=done)
-    with tqdm(total=limit, initial=done, unit="doc", desc=dataset, disable=not sys.stderr.isatty()) as bar:
+    with Progress(f"download {dataset}", total=limit, initial=done, unit="doc") as bar:
         while limit is None or done < limit:
             want = docs_per_shard if limit is None else min(docs_per_shard, limit - done)
             first = next(records, None)

@@ -36,6 +36,7 @@ import numpy as np
 
 from lt2.data.jsonl import ReadStats, read_jsonl_lines, write_json
 from lt2.files import atomic_open
+from lt2.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -135,14 +136,16 @@ def shuffle(
         counts: list[int] = []
         buffer: list[bytes] = []
         used = 0
-        for path in files:
-            for _, line, _ in read_jsonl_lines(path, stats):
-                buffer.append(line)
-                used += len(line) + LINE_OVERHEAD
-                if used >= budget:
-                    run_paths.append(_spill(buffer, rng, Path(tmp), len(run_paths)))
-                    counts.append(len(buffer))
-                    buffer, used = [], 0
+        with Progress(f"shuffle {dataset}: read", unit="doc") as bar:
+            for path in files:
+                for _, line, _ in read_jsonl_lines(path, stats):
+                    buffer.append(line)
+                    used += len(line) + LINE_OVERHEAD
+                    bar.update()
+                    if used >= budget:
+                        run_paths.append(_spill(buffer, rng, Path(tmp), len(run_paths)))
+                        counts.append(len(buffer))
+                        buffer, used = [], 0
         if stats.malformed:
             logger.warning("%s: %s", dataset, stats.report())
         total = stats.records
@@ -166,13 +169,15 @@ def shuffle(
         val = stack.enter_context(atomic_open(out / val_name(dataset)))
         chunks = [stack.enter_context(atomic_open(out / chunk_name(dataset, i))) for i in range(nchunks)]
         chunk_docs = [0] * nchunks
-        for j, line in enumerate(stream):
-            if j < val_docs:
-                val.write(line)
-            else:
-                i = (j - val_docs) % nchunks
-                chunks[i].write(line)
-                chunk_docs[i] += 1
+        with Progress(f"shuffle {dataset}: write ({len(run_paths)} runs)", total=total, unit="doc") as bar:
+            for j, line in enumerate(stream):
+                if j < val_docs:
+                    val.write(line)
+                else:
+                    i = (j - val_docs) % nchunks
+                    chunks[i].write(line)
+                    chunk_docs[i] += 1
+                bar.update()
     # Leaving the ExitStack renamed every output into place (or removed them all on an error).
 
     manifest = {

@@ -220,4 +220,16 @@ def result_record(
 
         meta = yaml.safe_load(recipe.read_text()) or {}
         record["recipe"], record["scale"] = meta.get("name"), meta.get("scale")
+    record["train_tokens"] = trained_tokens(Path(model_dir) / "metrics.jsonl")
     return record
+
+
+def trained_tokens(metrics: Path) -> int | None:
+    """Training tokens the model saw: the last `tokens` of the metrics.jsonl beside it (None without one)."""
+    if not metrics.is_file():
+        return None
+    tokens = None
+    for line in metrics.read_text().splitlines():
+        if line.strip():
+            tokens = json.loads(line).get("tokens", tokens)
+    return tokens

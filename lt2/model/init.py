@@ -4,7 +4,8 @@
 - embeddings: trunc_normal(std = dim ** -0.5);
 - RMSNorm weights: ones;
 - then each module's own `reset_parameters()` for what is special to it (SSM decay ranges, conv kernels,
-  and the zero-initialised gated-attention projection); the per-loop residual gate is zero.
+  and the zero-initialised gated-attention projection); the per-loop residual gate is zero;
+- ModelArgs.out_init_scale multiplies the output projections of every block (1.0 keeps the reference).
 """
 
 from __future__ import annotations
@@ -17,6 +18,17 @@ from lt2.model.layers import RMSNorm
 
 def _trunc_normal_(weight: torch.Tensor, std: float) -> None:
     nn.init.trunc_normal_(weight, mean=0.0, std=std, a=-3 * std, b=3 * std)
+
+
+OUTPUT_PROJECTIONS = ("wo", "o_proj", "out_proj")  # a mixer's projection back to the residual stream
+
+
+def residual_writers(block: nn.Module) -> list[nn.Linear]:
+    """The projections of a block that write into the residual stream: its mixer's output, the FFN's down."""
+    outs = [getattr(block.mixer, name) for name in OUTPUT_PROJECTIONS if hasattr(block.mixer, name)]
+    if len(outs) != 1:
+        raise ValueError(f"{type(block.mixer).__name__} has {len(outs)} of the output projections {OUTPUT_PROJECTIONS}")
+    return [outs[0], block.ffn.w2]
 
 
 @torch.no_grad()
@@ -43,3 +55,8 @@ def init_weights(model: nn.Module, seed: int, init_std: float | None = None) -> 
                 module.reset_parameters()
         if getattr(model, "residual_gate", None) is not None:
             nn.init.zeros_(model.residual_gate)
+        scale = getattr(getattr(model, "args", None), "out_init_scale", 1.0)
+        if scale != 1.0:
+            for block in getattr(model, "layers", ()):
+                for proj in residual_writers(block):
+                    proj.weight.mul_(scale)

@@ -8,8 +8,9 @@ Grammar (case-insensitive, spaces ignored)::
               | mixer ("," mixer)+            an explicit unit, tiled over depth
               | "interleave:" a ":" b ":" m1 ":" m2
                                               a layers of m1 then b layers of m2, tiled over depth
-              | "bookend:" m_outer ":" m_inner [":" n]
-                                              the first and last n (default 1) layers m_outer
+              | "bookend:" m_outer ":" m_inner [":" n [":" m]]
+                                              the first n (default 1) and last m (default n) layers
+                                              m_outer (n != m keeps an odd count, e.g. 3 of 15)
               | "front:" n ":" m_rare ":" m_base    the first n layers m_rare (front-loaded)
               | "back:" n ":" m_rare ":" m_base     the last n layers m_rare (back-loaded)
     mixer    := name ["=" window]             e.g. full, gdn, swa=128, window=512
@@ -154,13 +155,14 @@ def _parse_layers(text: str, n_layers: int, default_window: int | None) -> tuple
         m1, m2 = parse_mixer(fields[2], default_window), parse_mixer(fields[3], default_window)
         return tuple(m1 if i % (a + b) < a else m2 for i in range(n_layers))
     if kind == "bookend":
-        if len(fields) not in (2, 3):
-            raise ValueError(f"{text!r}: expected 'bookend:outer:inner[:n]'")
+        if len(fields) not in (2, 3, 4):
+            raise ValueError(f"{text!r}: expected 'bookend:outer:inner[:n[:m]]'")
         outer, inner = parse_mixer(fields[0], default_window), parse_mixer(fields[1], default_window)
-        n = _int_field(fields[2], "n", text, minimum=1) if len(fields) == 3 else 1
-        if 2 * n > n_layers:
-            raise ValueError(f"{text!r}: 2 * n = {2 * n} outer layers exceed n_layers = {n_layers}")
-        return tuple(outer if i < n or i >= n_layers - n else inner for i in range(n_layers))
+        n = _int_field(fields[2], "n", text, minimum=1) if len(fields) >= 3 else 1
+        m = _int_field(fields[3], "m", text, minimum=1) if len(fields) == 4 else n
+        if n + m > n_layers:
+            raise ValueError(f"{text!r}: n + m = {n + m} outer layers exceed n_layers = {n_layers}")
+        return tuple(outer if i < n or i >= n_layers - m else inner for i in range(n_layers))
     if kind in ("front", "back"):
         if len(fields) != 3:
             raise ValueError(f"{text!r}: expected '{kind}:n:rare:base'")

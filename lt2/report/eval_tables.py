@@ -1,7 +1,9 @@
 """Zero-shot accuracy and perplexity tables: the paper's Table 2 (`lm`), Table 3a-c and the gate ablation.
 
 Each recipe has two evaluation records: `eval/zeroshot/<scale>/<recipe>.json` (`lt2 eval zeroshot`) and
-`eval/ppl/<scale>/<recipe>.json` (`lt2 eval ppl`). A row joins them.
+`eval/ppl/<scale>/<recipe>.json` (`lt2 eval ppl`). A row joins them. The `lm` table also reads the bigram
+baseline of each scale (`eval/bigram/<scale>/bigram_baseline.json`, `lt2 eval bigram`): a row with
+perplexity and its training tokens, no accuracies.
 
 Metric rule (one for every task, stated in every caption): a task's accuracy is lm-eval's `acc_norm`
 (length-normalised choice log-likelihood) where the task defines it, else `acc`. Of the paper's ten tasks
@@ -76,13 +78,18 @@ def task_accuracy(metrics: dict[str, float]) -> float:
 
 
 def read_records(inputs: list[Path]) -> dict[tuple[str, str], dict[str, dict]]:
-    """{(scale, recipe): {"zeroshot": record, "ppl": record}} from records at eval/<kind>/<scale>/<recipe>.json."""
+    """{(scale, recipe): {"zeroshot": record, "ppl": record}} from records at eval/<kind>/<scale>/<recipe>.json.
+
+    A `lt2 eval bigram` record (eval/bigram/<scale>/bigram_baseline.json) carries the keys of a perplexity
+    record, so it is read as the ppl record of its row (the baseline has no zero-shot accuracies).
+    """
     out: dict[tuple[str, str], dict[str, dict]] = {}
     for path in map(Path, inputs):
         kind = path.parent.parent.name
-        if kind not in ("zeroshot", "ppl"):
-            raise ValueError(f"{path}: expected a record under eval/zeroshot/ or eval/ppl/, found {kind!r}")
-        out.setdefault(recipe_id(path), {})[kind] = json.loads(path.read_text())
+        if kind not in ("zeroshot", "ppl", "bigram"):
+            expected = "eval/zeroshot/, eval/ppl/ or eval/bigram/"
+            raise ValueError(f"{path}: expected a record under {expected}, found {kind!r}")
+        out.setdefault(recipe_id(path), {})["ppl" if kind == "bigram" else kind] = json.loads(path.read_text())
     return out
 
 
@@ -99,6 +106,8 @@ def eval_row(records: dict[str, dict]) -> dict:
         row.update(accs)
         row["avg acc"] = sum(accs.values()) / len(accs)
     if ppl is not None:
+        if row.get("train tokens") is None:  # a row without zero-shot (the bigram): its ppl record's budget
+            row["train tokens"] = ppl.get("train_tokens")
         row["val ppl"] = ppl["ppl"]
         row["val bits/byte"] = ppl.get("bits_per_byte")
         row["val data"] = Path(ppl["data"]).name
@@ -106,9 +115,14 @@ def eval_row(records: dict[str, dict]) -> dict:
 
 
 def lm_table(inputs: list[Path]) -> pd.DataFrame:
-    """Table 2: zero-shot accuracy per task (%), its average and validation perplexity, per recipe."""
+    """Table 2: zero-shot accuracy per task (%), its average and validation perplexity, per recipe, with the
+    tokens each was trained on; a `lt2 eval bigram` record among the inputs is the baseline row (a Kneser-Ney
+    bigram of the same training data, scored on the same validation tokens: perplexity only)."""
     rows = [{"recipe": r, "scale": s, **eval_row(recs)} for (s, r), recs in read_records(inputs).items()]
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    if "train tokens" in df:  # the budget beside the row's name (the bigram row adds it last); integers
+        df.insert(2, "train tokens", df.pop("train tokens").astype("Int64"))
+    return df
 
 
 def ablation_table(name: str):

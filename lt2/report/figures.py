@@ -17,57 +17,26 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from lt2.files import atomic_path
-from lt2.report.registry import Entry, bench_throughput_records, longctx_records, recipe_id, synthetic_records
+from lt2.report import curves
+from lt2.report.mixer_costs import mixer_costs
+from lt2.report.registry import (
+    Entry,
+    bench_throughput_records,
+    bigram_records,
+    longctx_records,
+    mixer_cost_recipes,
+    recipe_id,
+    synthetic_records,
+)
 from lt2.synth.report import synthetic_heatmap
 
 
-def read_metrics(path: str | Path) -> list[dict]:
-    """The records of a `metrics.jsonl` written by `lt2 train` (one JSON object per line)."""
-    records = []
-    for i, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{i}: not JSON ({err})") from None
-    return records
-
-
-def training_curve(inputs: list[Path]) -> Figure:
-    """Training loss (solid) and validation loss (dashed, where recorded) against tokens seen, per recipe."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
-    for path in sorted(inputs, key=recipe_id):
-        scale, recipe = recipe_id(path)
-        records = read_metrics(path)
-        train = [r for r in records if "loss" in r]
-        if not train:
-            keys = sorted({k for r in records for k in r})
-            raise ValueError(f"{path}: no record has a 'loss' field (keys seen: {keys})")
-        missing = [r for r in train if "tokens" not in r]
-        if missing:
-            raise ValueError(f"{path}: training records need 'tokens' (first without it: {missing[0]})")
-        (line,) = ax.plot([r["tokens"] for r in train], [r["loss"] for r in train], label=f"{recipe} ({scale})")
-        # validation records carry the step only: place them at the tokens seen by that step
-        tokens_at = {r["step"]: r["tokens"] for r in train if "step" in r}
-        val = [(r.get("tokens", tokens_at.get(r.get("step"))), r["val_loss"]) for r in records if "val_loss" in r]
-        val = [(t, v) for t, v in val if t is not None]
-        if val:
-            ax.plot(*zip(*val), "--", color=line.get_color())
-    ax.plot([], [], "--", color="gray", label="validation")  # legend entry for the dashed lines
-    ax.set_xlabel("tokens")
-    ax.set_ylabel("loss (nats/token)")
-    ax.set_title("Training curves")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    return fig
-
-
 def decode_throughput(inputs: list[Path]) -> Figure:
-    """Decode tokens/s (over the batch) against context, one line per model (and engine, where a run compared
-    several), one panel per batch size.
+    """Decode tokens/s (over the batch, top row) and prefill tokens/s (bottom row) against context, one line
+    per model (and engine, where a run compared several), one column per batch size.
 
     Inputs: `lt2 bench throughput` CSVs. Points that ran out of memory are marked with an x at the top of
-    the panel; the dotted lines are each model's HBM roofline.
+    the panel; the dotted lines are each model's HBM roofline of a decode step.
     """
     import pandas as pd
 
@@ -75,23 +44,31 @@ def decode_throughput(inputs: list[Path]) -> Figure:
     if points["engine"].nunique() > 1:
         points["model"] = points["model"] + " [" + points["engine"] + "]"
     batches = sorted(points["batch"].unique())
-    fig, axes = plt.subplots(1, len(batches), figsize=(5.2 * len(batches), 4.0), layout="constrained", squeeze=False)
-    for ax, batch in zip(axes[0], batches, strict=True):
-        at_batch = points[points["batch"] == batch]
-        for model, rows in at_batch.groupby("model", sort=True):
-            ok = rows[rows["status"] == "ok"].sort_values("ctx")
-            (line,) = ax.plot(ok["ctx"], ok["decode_tokens_per_s"], "o-", label=model)
-            ax.plot(ok["ctx"], ok["roofline_tokens_per_s"], ":", color=line.get_color())
-            failed = rows[rows["status"] != "ok"]
-            if len(failed):
-                top = at_batch["roofline_tokens_per_s"].max()
-                ax.plot(failed["ctx"], [top] * len(failed), "x", color=line.get_color(), markersize=9)
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("context (tokens)")
-        ax.set_ylabel("decode tokens/s")
-        ax.set_title(f"batch {batch}")
-        ax.grid(alpha=0.3, which="both")
+    rows = [("decode_tokens_per_s", "decode tokens/s")]
+    if "prefill_tokens_per_s" in points:
+        rows.append(("prefill_tokens_per_s", "prefill tokens/s"))
+    fig, axes = plt.subplots(
+        len(rows), len(batches), figsize=(5.2 * len(batches), 3.8 * len(rows)), layout="constrained", squeeze=False
+    )
+    for row, (column, ylabel) in enumerate(rows):
+        for ax, batch in zip(axes[row], batches, strict=True):
+            at_batch = points[points["batch"] == batch]
+            for i, (model, runs) in enumerate(at_batch.groupby("model", sort=True)):
+                colour = f"C{i % 10}"
+                ok = runs[runs["status"] == "ok"].sort_values("ctx")
+                ax.plot(ok["ctx"], ok[column], "o-", color=colour, label=model)
+                if column == "decode_tokens_per_s":
+                    ax.plot(ok["ctx"], ok["roofline_tokens_per_s"], ":", color=colour)
+                failed = runs[runs["status"] != "ok"]
+                if len(failed):
+                    top = at_batch[column].max()
+                    ax.plot(failed["ctx"], [top] * len(failed), "x", color=colour, markersize=9)
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel("context (tokens)")
+            ax.set_ylabel(ylabel)
+            ax.set_title(f"{ylabel.split()[0]}, batch {batch}")
+            ax.grid(alpha=0.3, which="both")
     axes[0][0].plot([], [], ":", color="gray", label="HBM roofline")
     axes[0][0].plot([], [], "x", color="gray", label="out of memory")
     axes[0][0].legend(fontsize="small")
@@ -127,10 +104,17 @@ def niah_context(inputs: list[Path]) -> Figure:
     return fig
 
 
+METRICS = "train/{scale}/{recipe}/metrics.jsonl"
 FIGURES: dict[str, Entry] = {
-    "decode_throughput": Entry(decode_throughput, bench_throughput_records, "Decode tokens/s against context"),
+    "decode_throughput": Entry(
+        decode_throughput, bench_throughput_records, "Decode and prefill tokens/s against context"
+    ),
+    "grad_norm": Entry(curves.grad_norm, METRICS, "Gradient norm against tokens, per ablation group"),
+    "mixer_costs": Entry(mixer_costs, mixer_cost_recipes, "Mixing FLOPs and decode cache against sequence length"),
     "niah_context": Entry(niah_context, longctx_records, "NIAH accuracy against context length"),
-    "training_curve": Entry(training_curve, "train/{scale}/{recipe}/metrics.jsonl", "Training and validation loss"),
+    "training_curve": Entry(
+        curves.training_curve, (METRICS, bigram_records), "Training and validation loss, per ablation group"
+    ),
     "synthetic_heatmap": Entry(
         synthetic_heatmap,
         synthetic_records,

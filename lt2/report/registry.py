@@ -2,7 +2,8 @@
 
 `lt2.report.tables.TABLES` and `lt2.report.figures.FIGURES` map a name to an `Entry`. The workflow asks the
 entry for its inputs (`Entry.record_paths`), so one wildcard rule in workflow/rules/report.smk builds any
-of them. Records are read in one of two ways:
+of them. Records come from one or several sources (a tuple: their paths concatenated), each read in one of
+two ways:
 
 - per recipe: a pattern under `results/<name>/` with `{scale}` and `{recipe}`, expanded over the run's
   recipes, e.g. `eval/ppl/{scale}/{recipe}.json`;
@@ -23,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-Records = str | tuple[str, ...] | Callable[[Mapping[str, Any]], list[str]]
+Source = str | Callable[[Mapping[str, Any]], list[str]]
+Records = Source | tuple[Source, ...]
 
 
 def recipe_id(path: str | Path) -> tuple[str, str]:
@@ -39,8 +41,9 @@ class Entry:
     """One table or figure.
 
     build:   records (paths) -> a DataFrame (tables) or a matplotlib Figure (figures)
-    records: per-recipe pattern (str with {scale}, {recipe}), several such patterns (a tuple: every
-             recipe's record of each), or config -> paths; all under results/<name>/
+    records: a source or a tuple of sources (their paths concatenated, in order); a source is a per-recipe
+             pattern (str with {scale}, {recipe}: every selected recipe's record) or config -> paths;
+             all under results/<name>/
     caption: one line (the LaTeX caption of a table)
     select:  recipe names the entry reads (an ablation's rows); None: every recipe of the run
     paper:   a figure's: the table whose paper numbers (config/paper/<paper>.csv) it also reads; None: none
@@ -54,11 +57,15 @@ class Entry:
 
     def record_paths(self, config: Mapping[str, Any], recipes: list[str]) -> list[str]:
         """The records this entry reads for a run of `recipes` (`<scale>/<recipe>` ids) under `config`."""
-        if callable(self.records):
-            return self.records(config)
-        patterns = (self.records,) if isinstance(self.records, str) else self.records
+        sources = self.records if isinstance(self.records, tuple) else (self.records,)
         ids = [rid.split("/") for rid in recipes if self.select is None or rid.split("/")[1] in self.select]
-        return [p.format(scale=scale, recipe=recipe) for p in patterns for scale, recipe in ids]
+        paths: list[str] = []
+        for source in sources:
+            if isinstance(source, str):
+                paths += [source.format(scale=scale, recipe=recipe) for scale, recipe in ids]
+            else:
+                paths += source(config)
+        return paths
 
 
 # ------------------------------------------------------------------ config-derived records
@@ -106,3 +113,17 @@ def synthetic_records(config: Mapping[str, Any]) -> list[str]:
     return [
         f"synthetic/{arm}/T{loop_count}.json" for arm in synthetic["arms"] for loop_count in synthetic["loop_counts"]
     ]
+
+
+def bigram_records(config: Mapping[str, Any]) -> list[str]:
+    """The bigram baseline of every scale the run trains (`lt2 eval bigram`, one record per scale)."""
+    recipes = config.get("recipes", {})
+    scales = sorted({rid.split("/")[0] for rid in recipes.get("only") or []}) or list(recipes.get("scales", []))
+    return [f"eval/bigram/{scale}/bigram_baseline.json" for scale in scales]
+
+
+def mixer_cost_recipes(config: Mapping[str, Any]) -> list[str]:
+    """The pure-mixer recipe files of report.mixer_costs_scale (analytic: the figure reads recipes, not results;
+    the workflow takes paths under the recipes folder as they are)."""
+    root = Path(config["recipes"]["dir"], config["report"]["mixer_costs_scale"])
+    return sorted(str(p) for p in root.glob("looped_pure_*.yaml") if "gated" not in p.stem)

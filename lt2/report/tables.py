@@ -28,6 +28,7 @@ from lt2.report.registry import (
     Entry,
     bench_throughput_records,
     bench_train_records,
+    bigram_records,
     distill_records,
     longctx_records,
     recipe_id,
@@ -219,7 +220,11 @@ TABLES: dict[str, Entry] = {
     "long_context": Entry(
         long_context_table, longctx_records, "Long context: recall-intensive tasks and NIAH (the paper's Table 5)"
     ),
-    "lm": Entry(lm_table, (ZEROSHOT, PPL), "Zero-shot accuracy (acc_norm where defined, else acc) and perplexity"),
+    "lm": Entry(
+        lm_table,
+        (ZEROSHOT, PPL, bigram_records),
+        "Zero-shot accuracy (acc_norm where defined, else acc) and perplexity, with the bigram baseline",
+    ),
     "model_size": Entry(
         model_size_table, "model_info/{scale}/{recipe}.json", "Model sizes and analytic costs (the paper's Table 1)"
     ),

@@ -28,6 +28,7 @@ import torch
 
 from lt2.config import ModelArgs
 from lt2.files import atomic_write_text
+from lt2.progress import format_duration
 
 logger = logging.getLogger("lt2.train")
 
@@ -83,11 +84,30 @@ def peak_memory_gib(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
 
 
+def progress_line(step: int, total: int, record: dict[str, Any], eta_s: float | None) -> str:
+    """`step 120/600 (20%) | loss 3.8123 | lr 2.50e-03 | grad 0.412 | 2,345 tok/s | ETA 1m12s` for a log."""
+    parts = [f"step {step}/{total} ({100 * step / total:.0f}%)", f"loss {record['loss']:.4f}"]
+    if record.get("lr") is not None:
+        parts.append(f"lr {record['lr']:.2e}")
+    if record.get("grad_norm") is not None:
+        parts.append(f"grad {record['grad_norm']:.3f}")
+    if record.get("tokens_per_s") is not None:
+        parts.append(f"{record['tokens_per_s']:,.0f} tok/s")
+    if record.get("mfu") is not None:
+        parts.append(f"MFU {100 * record['mfu']:.1f}%")
+    parts.append(f"ETA {format_duration(eta_s)}" if eta_s is not None else "ETA ?")
+    return " | ".join(parts)
+
+
 class MetricsWriter:
-    """metrics.jsonl (rank 0) plus a progress bar on a terminal; every rank may call, only rank 0 writes."""
+    """metrics.jsonl (rank 0) plus progress: a tqdm bar on a terminal, otherwise (Snakemake, SLURM: no
+    terminal) one log line per training record with step/total, loss, tokens/s and an ETA, so a job's log
+    shows how far it is. Every rank may call; only rank 0 writes."""
 
     def __init__(self, path: Path, rank: int, total_steps: int, start_step: int):
         self.path, self.rank = Path(path), rank
+        self.total, self.start_step = total_steps, start_step
+        self.t0 = time.perf_counter()  # the ETA extrapolates from this session's steps (resumes included)
         self.bar = None
         if rank == 0:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,8 +122,19 @@ class MetricsWriter:
             return
         with open(self.path, "a") as f:
             f.write(json.dumps(record, sort_keys=True) + "\n")
-        if self.bar is not None and "loss" in record:
+        if "loss" not in record:
+            return
+        if self.bar is not None:
             self.bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
+        else:
+            logger.info(progress_line(record["step"], self.total, record, self.eta(record["step"])))
+
+    def eta(self, step: int) -> float | None:
+        """Seconds from `step` to the last step at this session's mean speed (None before the first step)."""
+        done = step - self.start_step
+        if done <= 0:
+            return None
+        return (time.perf_counter() - self.t0) / done * (self.total - step)
 
     def advance(self, steps: int = 1) -> None:
         if self.bar is not None:

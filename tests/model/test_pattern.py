@@ -36,6 +36,8 @@ def test_hybrid_ratio_ablation(full_to_gdn, expected_full):
 def test_bookend():
     assert table("bookend:full:gdn", 5, 1) == [["full", "gdn", "gdn", "gdn", "full"]]
     assert table("bookend:full:gdn:2", 6, 1) == [["full", "full", "gdn", "gdn", "full", "full"]]
+    # first n, last m: an odd number of outer layers (the tiny scale's 3 full of 15, like its 1:4 interleave)
+    assert table("bookend:full:gdn:2:1", 6, 1) == [["full", "full", "gdn", "gdn", "gdn", "full"]]
 
 
 def test_loop_schedule_and_reverse():
@@ -87,6 +89,7 @@ def test_window_default_size():
         ("random:1:1->full->full->full", "cannot be one loop"),
         ("front:9:full:gdn", "exceeds n_layers"),
         ("bookend:full:gdn:3", "exceed n_layers"),
+        ("bookend:full:gdn:2:4", "exceed n_layers"),
         ("", "empty mixer pattern"),
     ],
 )

@@ -102,9 +102,9 @@ def test_model_info_records_its_output_and_only_on_success(tmp_path, monkeypatch
     recipe = Path(__file__).parents[2] / "config" / "recipes" / "tiny" / "looped_pure_full.yaml"
     monkeypatch.chdir(tmp_path)
     assert main(["model-info", str(recipe), "--json", "--out", "info.json"]) == 0
-    assert json.loads(Path("info.json").read_text())["effective_depth"] == 20  # 5 layers x 4 loops
+    assert json.loads(Path("info.json").read_text())["effective_depth"] == 30  # 15 layers x 2 loops
     rec = json.loads(Path("info.json.prov.json").read_text())
-    assert rec["config"]["recipe"]["model"]["loop_count"] == 4 and rec["config"]["seq_len"] > 0
+    assert rec["config"]["recipe"]["model"]["loop_count"] == 2 and rec["config"]["seq_len"] > 0
     assert [Path(i["path"]).name for i in rec["inputs"]] == ["_base.yaml", "looped_pure_full.yaml"]
     assert main(["model-info", "missing.yaml", "--json", "--out", "bad.json"]) == 2
     assert not Path("bad.json").exists() and not Path("bad.json.prov.json").exists()

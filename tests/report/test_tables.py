@@ -44,6 +44,47 @@ def test_lm_table_puts_paper_values_only_on_rows_of_their_scale(tmp_path):
     assert not [c for c in tiny_only.columns if c.startswith("paper")]  # a tiny run shows no paper numbers
 
 
+def test_lm_table_puts_paper_values_beside_rows_of_their_own_scale_only(tmp_path):
+    inputs = [
+        ppl_record(tmp_path / "eval/ppl/1B/b.json", 30.0),
+        ppl_record(tmp_path / "eval/ppl/1B/a.json", 20.0),
+        ppl_record(tmp_path / "eval/ppl/tiny/a.json", 200.0),
+    ]
+    paper = tmp_path / "lm.csv"
+    paper.write_text(
+        "table,row,column,value,source\n"
+        "lm,1B/a,wiki_ppl,15.5,Table 2\n"
+        "lm,600M/a,wiki_ppl,18.25,Table 2\n"
+        "other,1B/a,acc,40,Table 3\n"
+    )
+    df = build_table("lm", inputs, paper).set_index(["scale", "recipe"])
+    assert df.loc[("1B", "a"), "paper wiki_ppl [1B]"] == 15.5
+    assert pd.isna(df.loc[("1B", "b"), "paper wiki_ppl [1B]"])  # no paper row for b: empty, never invented
+    assert pd.isna(df.loc[("tiny", "a"), "paper wiki_ppl [1B]"])  # the tiny row never borrows the 1B number
+    assert "paper wiki_ppl [600M]" not in df.columns  # no 600M row here: no 600M column
+    assert "paper acc [1B]" not in df.columns  # another table's rows stay out
+    tiny_only = build_table("lm", inputs[2:], paper)
+    assert not [c for c in tiny_only.columns if c.startswith("paper")]
+
+
+def test_lm_table_has_the_bigram_baseline_row_with_perplexity_only(tmp_path):
+    zs = tmp_path / "eval/zeroshot/tiny/a.json"
+    zs.parent.mkdir(parents=True)
+    zs.write_text(json.dumps({"train_tokens": 1024, "args": {"limit": 10},
+                              "tasks": {"piqa": {"acc": 0.5, "acc_norm": 0.6}, "boolq": {"acc": 0.4}}}))  # fmt: skip
+    bigram = ppl_record(tmp_path / "eval/bigram/tiny/bigram_baseline.json", 40.5)
+    bigram.write_text(json.dumps({**json.loads(bigram.read_text()), "train_tokens": 2_500_000}))
+    inputs = [zs, ppl_record(tmp_path / "eval/ppl/tiny/a.json", 90.0), bigram]
+    config = {"recipes": {"only": ["tiny/a"], "scales": ["tiny"]}}
+    assert TABLES["lm"].record_paths(config, ["tiny/a"]) == [str(p.relative_to(tmp_path)) for p in inputs]
+    df = build_table("lm", inputs).set_index("recipe")
+    assert list(df.columns[:2]) == ["scale", "train tokens"]
+    assert df.loc["bigram_baseline", "val ppl"] == 40.5 and df.loc["bigram_baseline", "train tokens"] == 2_500_000
+    assert pd.isna(df.loc["bigram_baseline", "avg acc"]) and pd.isna(df.loc["bigram_baseline", "piqa"])
+    assert df.loc["a", "train tokens"] == 1024 and df.loc["a", "val ppl"] == 90.0
+    assert df.loc["a", "avg acc"] == pytest.approx(50.0)  # piqa acc_norm 60, boolq acc 40
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [

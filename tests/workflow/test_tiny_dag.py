@@ -50,13 +50,15 @@ def test_tiny_dag_produces_every_output(tiny_run):
         for table in ("lm", "model_size"):
             assert (tiny_run / f"results/test/tables/{table}.{ext}").is_file()
     for ext in ("png", "pdf"):
-        assert (tiny_run / f"figures/test/training_curve.{ext}").stat().st_size > 1000
+        for figure in ("training_curve", "grad_norm", "mixer_costs"):
+            assert (tiny_run / f"figures/test/{figure}.{ext}").stat().st_size > 1000
     synth = json.loads((tiny_run / "results/test/synthetic/transformer/T1.json").read_text())
     assert synth["stages"][0]["steps"] == 4 and len(synth["stages"][0]["evals"]) == 2, synth  # 4 steps cannot pass
     assert (tiny_run / "figures/test/synthetic_heatmap.png").stat().st_size > 1000
     lm = (tiny_run / "results/test/tables/lm.csv").read_text().splitlines()
-    assert lm[0].split(",")[:2] == ["recipe", "scale"]
-    assert sorted(line.split(",")[0] for line in lm[1:]) == sorted(RECIPES)
+    assert lm[0].split(",")[:3] == ["recipe", "scale", "train tokens"]
+    assert sorted(line.split(",")[0] for line in lm[1:]) == sorted([*RECIPES, "bigram_baseline"])
+    assert not [c for c in lm[0].split(",") if c.startswith("paper")]  # tiny rows: no paper columns
     for recipe in RECIPES:
         res = json.loads((tiny_run / f"results/test/eval/ppl/tiny/{recipe}.json").read_text())
         assert math.isclose(res["ppl"], math.exp(res["nll"])) and res["seq_len"] == 128

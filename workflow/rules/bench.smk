@@ -16,6 +16,8 @@ rule bench_throughput:
         log_path("bench/{scale}/throughput.log"),
     params:
         args=bench_args,
+    conda:
+        "../envs/gpu.yaml"
     message:
         "decode/prefill throughput at {wildcards.scale} ({input.recipes})"
     shell:
@@ -34,6 +36,8 @@ rule bench_train:
         log_path("bench/train/{scale}/{recipe}.log"),
     params:
         args=bench_train_args,
+    conda:
+        "../envs/gpu.yaml"
     message:
         "training throughput of {wildcards.scale}/{wildcards.recipe}"
     shell:
@@ -51,6 +55,8 @@ rule verify_kernels:
         log_path("numerics/kernels.log"),
     params:
         recipes_dir=config["recipes"]["dir"],
+    conda:
+        "../envs/gpu.yaml"
     message:
         "kernel numerics (lt2 verify-kernels)"
     shell:

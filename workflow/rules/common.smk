@@ -131,6 +131,13 @@ def tokenizer_inputs(wildcards):
     return chunk_files(tok["dataset"]) if tok["kind"] == "bpe" else []
 
 
+def conda_env(wildcards):
+    """The conda env of a recipe job (--use-conda): the GPU env at paper scales, the CPU env at tiny; a job
+    without a scale (the synthetic curriculum) follows the run's scales."""
+    scales = {wildcards.scale} if hasattr(wildcards, "scale") else set(config["recipes"]["scales"])
+    return "../envs/cpu.yaml" if scales <= {"tiny"} else "../envs/gpu.yaml"
+
+
 def bench_recipes(wildcards):
     """The recipe files of the throughput benchmark (config bench.throughput), in the configured order."""
     bench = config["bench"]["throughput"]
@@ -164,8 +171,13 @@ def gpu_outputs(wildcards):
 
 
 # ---------------------------------------------------------------- tables and figures (lt2.report registries)
+def record_path(path):
+    """A registry record: under results/<name>/, except recipe files (analytic figures read the recipes)."""
+    return path if path.startswith(config["recipes"]["dir"] + "/") else result_path(path)
+
+
 def table_records(wildcards):
-    return [result_path(p) for p in TABLES[wildcards.table].record_paths(config, RECIPES)]
+    return [record_path(p) for p in TABLES[wildcards.table].record_paths(config, RECIPES)]
 
 
 def table_paper(wildcards):
@@ -173,7 +185,7 @@ def table_paper(wildcards):
 
 
 def figure_records(wildcards):
-    return [result_path(p) for p in FIGURES[wildcards.figure].record_paths(config, RECIPES)]
+    return [record_path(p) for p in FIGURES[wildcards.figure].record_paths(config, RECIPES)]
 
 
 def figure_paper(wildcards):
@@ -239,6 +251,16 @@ def train_nproc(wildcards, resources):
     return max(gpus_of(resources), 1)
 
 
+
+
+def bigram_args(wildcards):
+    """`lt2 eval bigram` scores the tokens that `lt2 eval ppl` scores: the same max_tokens."""
+    max_tokens = config["eval"]["ppl"]["max_tokens"]
+    return "" if max_tokens is None else f"--max-tokens {max_tokens}"
+
+
+def bigram_train_files(wildcards):
+    return chunk_files(config["corpus"][wildcards.scale])[: config["eval"]["bigram"]["chunks"] or None]
 
 
 def ppl_args(wildcards):

@@ -11,6 +11,8 @@ rule download:
         args=download_args,
     resources:
         download=1,  # a global limit (see profiles) keeps parallel downloads from tripping rate limits
+    conda:
+        "../envs/cpu.yaml"
     message:
         "download {wildcards.dataset}"
     shell:
@@ -31,6 +33,8 @@ rule shuffle:
         seed=config["shuffle"]["seed"],
         val_docs=config["shuffle"]["val_docs"],
         memory_mb=config["shuffle"]["memory_mb"],
+    conda:
+        "../envs/cpu.yaml"
     message:
         "shuffle {wildcards.dataset} into {params.nchunks} chunks + {params.val_docs} validation documents"
     shell:

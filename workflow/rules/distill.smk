@@ -15,6 +15,8 @@ rule distill_teacher:
         out=subpath(output.model, parent=True),
         hub=distill_hub_id,
         revision=distill_revision,
+    conda:
+        "../envs/cpu.yaml"
     message:
         "convert the Ouro teacher {params.hub}@{params.revision}"
     shell:
@@ -29,6 +31,8 @@ rule distill_tokenizer:
     params:
         hub=distill_hub_id,
         revision=distill_revision,
+    conda:
+        "../envs/cpu.yaml"
     message:
         "tokenizer of the Ouro teacher {params.hub}"
     shell:
@@ -53,6 +57,8 @@ rule distill_stage1:
         teacher=distill_teacher_param,
         overrides=distill_overrides("stage1"),
         nproc=train_nproc,
+    conda:
+        conda_env
     message:
         "distillation stage 1 (attention-output alignment) at {wildcards.scale}"
     shell:
@@ -80,6 +86,8 @@ rule distill_stage2:
         teacher=distill_teacher_param,
         overrides=distill_overrides("stage2"),
         nproc=train_nproc,
+    conda:
+        conda_env
     message:
         "distillation stage 2 (full-vocabulary KL) at {wildcards.scale}"
     shell:
@@ -105,6 +113,8 @@ rule distill_stage3:
         dump=run_path("distill/{scale}/stage3"),
         overrides=distill_overrides("stage3"),
         nproc=train_nproc,
+    conda:
+        conda_env
     message:
         "distillation stage 3 (cross-entropy fine-tune) at {wildcards.scale}"
     shell:
@@ -123,6 +133,8 @@ rule distill_export:
     params:
         run=run_path("distill/{scale}/stage3"),
         out=subpath(output.model, parent=True),
+    conda:
+        "../envs/cpu.yaml"
     message:
         "export the distilled student at {wildcards.scale}"
     shell:
@@ -141,6 +153,8 @@ rule distill_eval:
     params:
         model_dir=distill_role_dir,
         args=ppl_args,
+    conda:
+        conda_env
     message:
         "validation perplexity of the distillation {wildcards.role} at {wildcards.scale}"
     shell:
@@ -158,6 +172,8 @@ rule distill_bench:
     params:
         model_dir=distill_role_dir,
         args=distill_bench_args,
+    conda:
+        conda_env
     message:
         "decode cost of the distillation {wildcards.role} at {wildcards.scale}"
     shell:

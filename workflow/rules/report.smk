@@ -17,6 +17,8 @@ rule table:
         log_path("tables/{table}.log"),
     params:
         caption=report_caption,
+    conda:
+        "../envs/cpu.yaml"
     message:
         "table {wildcards.table} ({input.records})"
     shell:
@@ -35,6 +37,8 @@ rule figure:
         log_path("figures/{figure}.log"),
     params:
         caption=report_caption,
+    conda:
+        "../envs/cpu.yaml"
     message:
         "figure {wildcards.figure}"
     shell:

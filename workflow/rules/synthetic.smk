@@ -13,6 +13,8 @@ rule synthetic:
     params:
         dump=run_path("synthetic/{arm}/T{loop_count}"),
         overrides=synthetic_overrides,
+    conda:
+        conda_env
     message:
         "synthetic {wildcards.arm} loop_count={wildcards.loop_count}"
     shell:

@@ -11,6 +11,8 @@ rule tokenizer:
         log_path("data/tokenizer.log"),
     params:
         args=tokenizer_args,
+    conda:
+        "../envs/cpu.yaml"
     message:
         "tokenizer ({params.args})"
     shell:

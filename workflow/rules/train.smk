@@ -23,6 +23,8 @@ rule train:
         dump=run_path("{scale}/{recipe}"),
         overrides=train_overrides,
         nproc=train_nproc,
+    conda:
+        conda_env
     message:
         "train {wildcards.scale}/{wildcards.recipe} (recipe files: {input.bases} {input.recipe})"
     shell:
