@@ -94,15 +94,18 @@ def longctx_records(config: Mapping[str, Any]) -> list[str]:
     return [f"eval/longctx/{rid}.json" for rid in longctx["recipes"]]
 
 
+DISTILL_KINDS = ("zeroshot", "eval", "longctx", "bench")  # record folders under distill/<scale>/
+
+
 def distill_records(config: Mapping[str, Any]) -> list[str]:
-    """Quality (`lt2 eval ppl`) and decode cost (`lt2 distill bench`) of the distillation's teacher and student,
-    at the scale its YAML (config distill.config) names."""
+    """Quality (`lt2 eval zeroshot`, `lt2 eval ppl`, `lt2 eval longctx`) and decode cost (`lt2 distill bench`)
+    of the distillation's teacher and student, at the scale its YAML (config distill.config) names."""
     from lt2.distill.args import load_distill
 
     if not config.get("distill"):
         raise ValueError("the distill table needs config `distill` (a distillation run)")
     scale = load_distill(config["distill"]["config"]).scale
-    return [f"distill/{scale}/{kind}/{role}.json" for kind in ("eval", "bench") for role in ("teacher", "student")]
+    return [f"distill/{scale}/{kind}/{role}.json" for kind in DISTILL_KINDS for role in ("teacher", "student")]
 
 
 def synthetic_records(config: Mapping[str, Any]) -> list[str]:

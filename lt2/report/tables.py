@@ -22,9 +22,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from lt2.report.eval_tables import PPL, ZEROSHOT, ablation_recipes, ablation_table, lm_table
+from lt2.report.eval_tables import PPL, ZEROSHOT, ablation_recipes, ablation_table, eval_row, lm_table
 from lt2.report.provenance import atomic_write_text
 from lt2.report.registry import (
+    DISTILL_KINDS,
     Entry,
     bench_throughput_records,
     bench_train_records,
@@ -180,15 +181,25 @@ def long_context_table(inputs: list[Path]) -> pd.DataFrame:
 
 
 def distill_table(inputs: list[Path]) -> pd.DataFrame:
-    """Teacher vs distilled student from `.../distill/<scale>/{eval,bench}/{teacher,student}.json`: validation
-    perplexity (`lt2 eval ppl`) and decode cost (`lt2 distill bench`), with the student / teacher ratios."""
+    """Teacher vs distilled student from `.../distill/<scale>/{zeroshot,eval,longctx,bench}/{teacher,student}.json`:
+    zero-shot average accuracy (the `lm` table's metric rule), validation perplexity, mean NIAH accuracy over
+    tasks and context lengths, and decode cost, with the student / teacher ratios (points of difference for
+    accuracies)."""
     rows: dict[tuple[str, str], dict] = {}
     for path in inputs:
         path = Path(path)
         kind, scale, role = path.parent.name, path.parent.parent.name, path.stem
         rec = json.loads(path.read_text())
         row = rows.setdefault((scale, role), {"recipe": role, "scale": scale})
-        if kind == "eval":
+        if kind == "zeroshot":
+            zs = eval_row({"zeroshot": rec})
+            row.update({"zero-shot avg acc": zs["avg acc"], "zero-shot docs/task": zs["docs/task"]})
+        elif kind == "longctx":
+            accs = [res["acc"] for per_length in rec["niah"].values() for res in per_length.values()]
+            row.update(
+                {"NIAH avg acc": sum(accs) / len(accs), "NIAH lengths": ",".join(map(str, rec["context_lengths"]))}
+            )
+        elif kind == "eval":
             row.update({"val ppl": rec["ppl"], "val bits/byte": rec["bits_per_byte"], "eval tokens": rec["tokens"]})
         elif kind == "bench":
             mixers = pd.Series([m for loop in rec["mixer_map"] for m in loop]).value_counts()
@@ -202,7 +213,7 @@ def distill_table(inputs: list[Path]) -> pd.DataFrame:
                 "decode device": rec["device"],
             })  # fmt: skip
         else:
-            raise ValueError(f"{path}: expected .../distill/<scale>/(eval|bench)/<role>.json")
+            raise ValueError(f"{path}: expected .../distill/<scale>/({'|'.join(DISTILL_KINDS)})/<role>.json")
     df = pd.DataFrame(list(rows.values()))
     for scale in df["scale"].unique():
         teacher = df[(df["scale"] == scale) & (df["recipe"] == "teacher")]
@@ -211,6 +222,9 @@ def distill_table(inputs: list[Path]) -> pd.DataFrame:
         for column in ("val ppl", "decode cache MiB", "decode step MB", "decode tok/s"):
             if column in df:
                 df.loc[df["scale"] == scale, f"{column} vs teacher"] = df[column] / teacher[column].iloc[0]
+        for column in ("zero-shot avg acc", "NIAH avg acc"):  # accuracies in %: student - teacher, in points
+            if column in df:
+                df.loc[df["scale"] == scale, f"{column} vs teacher (pts)"] = df[column] - teacher[column].iloc[0]
     return df
 
 

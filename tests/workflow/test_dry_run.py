@@ -45,7 +45,9 @@ def test_paper_dry_run_lists_every_job(workflow):
         "distill_stage2": 1,
         "distill_stage3": 1,
         "distill_export": 1,
-        "distill_eval": 2,  # teacher and student
+        "distill_zeroshot": 2,  # teacher and student
+        "distill_eval": 2,
+        "distill_longctx": 2,
         "distill_bench": 2,
         "synthetic": 8 * 4,  # every arm at every loop count, one GPU job each
         "all": 1,
@@ -59,6 +61,8 @@ def test_paper_dry_run_lists_every_job(workflow):
     assert "results/paper/bench/train/600M/looped_pure_full.json" in res.stdout
     assert "lt2 eval longctx results/paper/train/1B/longctx_hybrid_gdn_dsa --tokenizer" in res.stdout
     assert "--lengths 1024,2048,4096" in res.stdout
+    assert "lt2 eval zeroshot results/paper/distill/1B/student --tokenizer results/paper/distill/1B/" in res.stdout
+    assert "--out results/paper/distill/1B/longctx/teacher.json" in res.stdout
     assert "lt2 synth run config/synth/paper.yaml  --arm gdn_window --loop-count 8" in res.stdout
     # the heatmap prints the paper's outcomes: its registry entry adds the paper file after the records
     assert "T8.json config/paper/synthetic.csv --png figures/paper/synthetic_heatmap.png" in res.stdout

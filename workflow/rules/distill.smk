@@ -1,7 +1,8 @@
 # Distillation: a pretrained looped Transformer (Ouro-1.4B at paper scale; the tiny run's own looped_pure_full
 # model in the default) -> an LT2 Full+GDN hybrid, in three training stages on the training engine, then
 # export, evaluation and decode cost of teacher and student side by side (the `distill` table).
-#   distill_stage1 -> distill_stage2 -> distill_stage3 -> distill_export -> distill_eval / distill_bench
+#   distill_stage1 -> distill_stage2 -> distill_stage3 -> distill_export
+#     -> distill_zeroshot / distill_eval (PPL) / distill_longctx -> distill_bench
 # Checkpoints go to runs/<name>/distill/<scale>/<stage>/ (outside the outputs, so that a retried job resumes).
 
 
@@ -141,6 +142,23 @@ rule distill_export:
         "lt2 export {params.run} {params.out} > {log} 2>&1"
 
 
+rule distill_zeroshot:
+    input:
+        model=distill_role_files,
+        tokenizer=distill_tokenizer_input,
+    output:
+        result_path("distill/{scale}/zeroshot/{role}.json"),
+    log:
+        log_path("distill/{scale}/zeroshot/{role}.log"),
+    params:
+        model_dir=distill_role_dir,
+        args=zeroshot_args,
+    message:
+        "zero-shot tasks of the distillation {wildcards.role} at {wildcards.scale}"
+    shell:
+        "lt2 eval zeroshot {params.model_dir} --tokenizer {input.tokenizer} --out {output} {params.args} > {log} 2>&1"
+
+
 rule distill_eval:
     input:
         model=distill_role_files,
@@ -160,6 +178,25 @@ rule distill_eval:
     shell:
         "lt2 eval ppl {params.model_dir} --data {input.val} --tokenizer {input.tokenizer} --out {output}"
         " {params.args} > {log} 2>&1"
+
+
+rule distill_longctx:
+    input:
+        model=distill_role_files,
+        haystack=distill_val,
+        tokenizer=distill_tokenizer_input,
+    output:
+        result_path("distill/{scale}/longctx/{role}.json"),
+    log:
+        log_path("distill/{scale}/longctx/{role}.log"),
+    params:
+        model_dir=distill_role_dir,
+        args=longctx_args,
+    message:
+        "long-context evaluation (NIAH, recall suite) of the distillation {wildcards.role} at {wildcards.scale}"
+    shell:
+        "lt2 eval longctx {params.model_dir} --tokenizer {input.tokenizer} --haystack {input.haystack}"
+        " --out {output} {params.args} > {log} 2>&1"
 
 
 rule distill_bench:
