@@ -153,6 +153,8 @@ rule distill_zeroshot:
     params:
         model_dir=distill_role_dir,
         args=zeroshot_args,
+    conda:
+        conda_env
     message:
         "zero-shot tasks of the distillation {wildcards.role} at {wildcards.scale}"
     shell:
@@ -192,6 +194,8 @@ rule distill_longctx:
     params:
         model_dir=distill_role_dir,
         args=longctx_args,
+    conda:
+        conda_env
     message:
         "long-context evaluation (NIAH, recall suite) of the distillation {wildcards.role} at {wildcards.scale}"
     shell:
