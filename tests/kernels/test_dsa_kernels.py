@@ -154,7 +154,9 @@ def test_index_topk_is_independent_of_the_query_chunk(T, monkeypatch):
     whole = index_topk(q, k, w, 10, causal(T))
     monkeypatch.setattr(indexer_module, "CHUNK_ELEMENTS", 2 * 3 * T * 7)  # 7 query rows per chunk
     chunked = index_topk(q, k, w, 10, causal(T))
-    assert torch.equal(whole[0], chunked[0]) and torch.equal(whole[1], chunked[1])
+    assert torch.equal(whole[0], chunked[0])
+    # the same dot products, but BLAS may block a 7-row chunk differently from the whole: last-bit differences
+    assert_close("chunked scores", chunked[1], whole[1], rtol=0, atol=1e-6)
     dense = naive_index_scores(q, k, w)
     chosen = whole[0].long()
     expected = dense.gather(-1, chosen.clamp(min=0)).masked_fill(chosen < 0, 0.0)
