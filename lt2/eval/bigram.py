@@ -22,7 +22,6 @@ add-one mass in P_cont, so every probability is positive and every row sums to o
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Iterator, Sequence
@@ -31,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lt2.eval.perplexity import build_stream, read_documents
+from lt2.eval.perplexity import build_stream, iter_documents, read_documents
 from lt2.progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -42,17 +41,11 @@ DISCOUNT = 0.75  # Chen & Goodman's usual single discount; the optimum D = n1 / 
 def _document_batches(path: Path, text_key: str, batch: int) -> Iterator[list[str]]:
     """The documents of a JSONL file in lists of `batch`, streamed (a paper-scale chunk does not fit in RAM)."""
     docs: list[str] = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            record = json.loads(line)
-            if text_key not in record:
-                raise ValueError(f"{path}:{i}: no {text_key!r} field (keys: {sorted(record)})")
-            docs.append(record[text_key])
-            if len(docs) == batch:
-                yield docs
-                docs = []
+    for doc in iter_documents(path, text_key):
+        docs.append(doc)
+        if len(docs) == batch:
+            yield docs
+            docs = []
     if docs:
         yield docs
 

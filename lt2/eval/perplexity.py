@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -69,8 +70,8 @@ class Window:
     skip: int  # leading targets already scored by an earlier window
 
 
-def read_documents(path: str | Path, text_key: str) -> list[str]:
-    docs = []
+def iter_documents(path: str | Path, text_key: str) -> Iterator[str]:
+    """The `text_key` field of every record of a JSONL file, streamed; blank lines are skipped."""
     with open(path, encoding="utf-8") as f:
         for i, line in enumerate(f, 1):
             if not line.strip():
@@ -78,7 +79,11 @@ def read_documents(path: str | Path, text_key: str) -> list[str]:
             record = json.loads(line)
             if text_key not in record:
                 raise ValueError(f"{path}:{i}: no {text_key!r} field (keys: {sorted(record)})")
-            docs.append(record[text_key])
+            yield record[text_key]
+
+
+def read_documents(path: str | Path, text_key: str) -> list[str]:
+    docs = list(iter_documents(path, text_key))
     if not docs:
         raise ValueError(f"{path} holds no documents")
     return docs
