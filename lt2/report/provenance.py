@@ -84,7 +84,10 @@ def sha256_path(path: PathLike) -> str:
 
 
 def _ignored(path: Path) -> bool:
-    return path.name.endswith(SUFFIX) or path.name == SNAKEMAKE_MARKER
+    # HF datasets writes derived `cache-*.arrow` files into a saved dataset's folder whenever a reader maps
+    # or filters it (lm-eval does): caches, not data, so they neither change a folder's hash nor its input check
+    hf_cache = path.name.startswith("cache-") and path.suffix == ".arrow"
+    return path.name.endswith(SUFFIX) or path.name == SNAKEMAKE_MARKER or hf_cache
 
 
 def config_sha256(config: Any) -> str:
