@@ -33,6 +33,7 @@ Errors are relative RMS, ||a - e|| / ||e|| over the whole tensor, in fp64 (max-a
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -164,6 +165,25 @@ def models(args: ModelArgs, device: torch.device) -> tuple[LoopedLM, LoopedLM, L
     return fast, ref16, ref64
 
 
+class _RecompileReasons(logging.Handler):
+    """Collects dynamo's guard-failure messages ("Recompiling ... triggered by ...") while attached."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reasons: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.reasons.append(" ".join(record.getMessage().split()))
+
+    def attach(self) -> None:
+        torch._logging.set_logs(recompiles=True)
+        logging.getLogger("torch._dynamo").addHandler(self)
+
+    def detach(self) -> None:
+        logging.getLogger("torch._dynamo").removeHandler(self)
+        torch._logging.set_logs()
+
+
 def _decode(model: LoopedLM, tokens: torch.Tensor, prompt: int, steps: int, options: dict) -> tuple[torch.Tensor, str]:
     """Logits [B, 1 + steps, V] of the last prompt token and each step, and what went wrong compiling them:
     "" for exactly one compiled graph (or none, uncompiled), else the count and dynamo's reasons."""
@@ -171,17 +191,22 @@ def _decode(model: LoopedLM, tokens: torch.Tensor, prompt: int, steps: int, opti
 
     torch._dynamo.reset()
     counters.clear()
+    recompiles = _RecompileReasons()
+    if options.get("compile"):
+        recompiles.attach()
     batch = tokens.shape[0]
     decoder = Decoder(model, batch, prompt + steps + 1, **options)
     logits = [decoder.prefill(tokens[:, :prompt])[:, -1:].float()]
     for t in range(prompt, prompt + steps):
         step_logits, _ = decoder.step(tokens[:, t])
         logits.append(step_logits.float()[:, None].clone())
+    recompiles.detach()
     graphs = int(counters["stats"]["unique_graphs"])
     problem = ""
     if options.get("compile") and graphs != 1:  # graph breaks or recompilations: not the engine we ship
         breaks = "; ".join(f"{n}x {reason}" for reason, n in counters["graph_break"].items())
         problem = f"{graphs} compiled graphs over {steps} steps (want exactly 1); breaks: {breaks or 'none'}"
+        problem += f"; recompiles: {' | '.join(recompiles.reasons) or 'none'}"
     torch._dynamo.reset()
     return torch.cat(logits, 1), problem
 
@@ -226,9 +251,9 @@ def verify_case(
                 out.append(Check.failed(pattern, engine, f"{type(err).__name__}: {err}", time.perf_counter() - start))
                 continue
             row = compare(pattern, engine, decoded, floor_16, exact)
-            row.seconds, row.problem = time.perf_counter() - start, problem[:300]
+            row.seconds, row.problem = time.perf_counter() - start, problem[:600]
             if problem:
-                print(f"{pattern} {engine}: {problem}", flush=True)  # in full: the row keeps 300 characters
+                print(f"{pattern} {engine}: {problem}", flush=True)  # in full: the row keeps 600 characters
             out.append(row)
     return out
 
