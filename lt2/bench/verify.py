@@ -190,13 +190,14 @@ def _decode(model: LoopedLM, tokens: torch.Tensor, prompt: int, steps: int, opti
     from torch._dynamo.utils import counters
 
     torch._dynamo.reset()
+    batch = tokens.shape[0]
+    decoder = Decoder(model, batch, prompt + steps + 1, **options)
+    logits = [decoder.prefill(tokens[:, :prompt])[:, -1:].float()]
+    # counted from here: the steps' graphs (the eager prefill may call compiled kernels such as flex_attention)
     counters.clear()
     recompiles = _RecompileReasons()
     if options.get("compile"):
         recompiles.attach()
-    batch = tokens.shape[0]
-    decoder = Decoder(model, batch, prompt + steps + 1, **options)
-    logits = [decoder.prefill(tokens[:, :prompt])[:, -1:].float()]
     for t in range(prompt, prompt + steps):
         step_logits, _ = decoder.step(tokens[:, t])
         logits.append(step_logits.float()[:, None].clone())
