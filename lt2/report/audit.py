@@ -5,7 +5,10 @@ Starting from FILE, every node is checked in depth-first order (inputs in the or
     - the node's own sidecar exists, and its recorded output hash equals the file's hash now;
     - every recorded input exists and hashes to what was recorded;
     - an input that had a sidecar when it was recorded must still have one, and is audited in turn;
-      inputs without one (recipes, the paper's CSVs, the workflow config) are leaves.
+      inputs without one (recipes, the paper's CSVs, the workflow config) are leaves;
+    - an input recorded outside the repository (a GPU machine's unpacked evaluation data, say) is checked
+      when it is present here and otherwise listed as external with its recorded hash: this tree cannot
+      hold it, so its absence is not a problem.
 
 The first problem found names the file that was changed or removed; `AuditReport.first_problem` is what
 the CLI prints last and exits non-zero on.
@@ -36,6 +39,7 @@ class Node:
     command: str | None  # None for a leaf (a source file without a sidecar)
     config_sha256: str | None
     ok: bool
+    external: str | None = None  # recorded sha256 of an input outside the repository that is absent here
 
 
 @dataclass
@@ -62,12 +66,16 @@ class AuditReport:
         for node in self.nodes:
             mark = "ok " if node.ok else "BAD"
             how = f"  <- {node.command}" if node.command else "  (source)"
+            if node.external:
+                mark, how = "ext", f"  (outside the repository, not here; recorded sha256 {node.external[:12]}…)"
             lines.append(f"  {mark} {'  ' * node.depth}{node.path}{how}")
         if self.problems:
             lines.append(f"{len(self.problems)} problem(s):")
             lines.extend(f"  {p}" for p in self.problems)
         else:
-            lines.append(f"all {len(self.nodes)} files match their recorded sha256")
+            external = sum(node.external is not None for node in self.nodes)
+            checked = f"all {len(self.nodes) - external} files match their recorded sha256"
+            lines.append(checked + (f"; {external} external input(s) not checked here" if external else ""))
         return "\n".join(lines)
 
 
@@ -80,6 +88,11 @@ def _check_hash(path: Path, recorded: str, report: AuditReport, role: str) -> bo
         report.add(Problem(path.as_posix(), "tampered", f"{role}: recorded sha256 {recorded[:12]}…, now {now[:12]}…"))
         return False
     return True
+
+
+def _outside_repository(path: Path) -> bool:
+    """Records name inputs relative to the repository root: absolute or `..` paths lie outside it."""
+    return path.is_absolute() or (bool(path.parts) and path.parts[0] == "..")
 
 
 def _visit(path: Path, depth: int, report: AuditReport, seen: set[str]) -> None:
@@ -101,6 +114,11 @@ def _visit(path: Path, depth: int, report: AuditReport, seen: set[str]) -> None:
     node.ok = _check_hash(path, rec["output"]["sha256"], report, "output of its own record")
     for entry in rec.get("inputs", []):
         child = Path(entry["path"])
+        if _outside_repository(child) and not child.exists():
+            if child.as_posix() not in seen:
+                seen.add(child.as_posix())
+                report.nodes.append(Node(child.as_posix(), depth + 1, None, None, ok=True, external=entry["sha256"]))
+            continue
         if not _check_hash(child, entry["sha256"], report, f"input of {key}"):
             node.ok = False
             seen.add(child.as_posix())  # already reported; do not report it again as a node

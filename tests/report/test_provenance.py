@@ -95,6 +95,31 @@ def test_audit_catches_an_edited_output_and_a_lost_record(chain):
     assert (problem.path, problem.what) == ("results/derived.txt", "no provenance")
 
 
+def test_audit_lists_an_absent_input_from_outside_the_repository_and_checks_a_present_one(tmp_path, monkeypatch):
+    """A GPU machine's unpacked data outside the tree cannot be here: listed as external, not a problem;
+    the same input present here is hashed like any other (so it still catches a changed file)."""
+    repo, outside = tmp_path / "repo", tmp_path / "unpacked"
+    repo.mkdir(), outside.mkdir()
+    (outside / "tokenizer.json").write_text("{}\n")
+    monkeypatch.chdir(repo)
+    Path("results").mkdir()
+    with provenance.record(["results/bench.json"], inputs=[str(outside / "tokenizer.json")], config={}):
+        provenance.atomic_write_text("results/bench.json", "{}\n")
+    (outside / "tokenizer.json").write_text('{"changed": 1}\n')
+    problem = audit("results/bench.json").first_problem
+    assert (problem.path, problem.what) == ("../unpacked/tokenizer.json", "tampered")
+    (outside / "tokenizer.json").unlink()
+    report = audit("results/bench.json")
+    assert report.ok, report.format()
+    assert [n.external is not None for n in report.nodes] == [False, True]
+    assert "1 external input(s) not checked here" in report.format()
+    Path("gone.txt").write_text("x\n")  # an input inside the repository that disappears is still a problem
+    with provenance.record(["results/other.json"], inputs=["gone.txt"], config={}):
+        provenance.atomic_write_text("results/other.json", "{}\n")
+    Path("gone.txt").unlink()
+    assert audit("results/other.json").first_problem.what == "missing"
+
+
 def test_model_info_records_its_output_and_only_on_success(tmp_path, monkeypatch):
     """`lt2 model-info --out` writes the JSON it prints, with the resolved recipe as the sidecar's config."""
     from lt2.cli import main
