@@ -15,6 +15,13 @@ def _recipe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", help="dot-list overrides, e.g. model.loop_count=2 train.steps=100")
 
 
+def _run_args(p: argparse.ArgumentParser) -> None:
+    """The run folder, output and ranks of a training run (lt2 train, lt2 distill stage1..3)."""
+    p.add_argument("--dump-dir", required=True, help="run folder: checkpoints/ and metrics.jsonl; resumed from")
+    p.add_argument("--out", default=None, help="written when the run completes: model, metrics.jsonl, recipe.yaml")
+    p.add_argument("--nproc-per-node", default="1", help="ranks on this node: N or 'auto' (one per GPU)")
+
+
 def _model_files(model_dir: str) -> list[str]:
     """The two files of a model folder (LoopedLM.save_pretrained), as a command's inputs or outputs."""
     return [f"{model_dir}/config.json", f"{model_dir}/model.safetensors"]
@@ -291,9 +298,7 @@ def _add_distill(sub) -> None:
         s.add_argument("overrides", nargs="*", help="dot-list overrides, e.g. stage1.train.steps=10")
         s.add_argument("--teacher", default=None, help="teacher model folder (ours or Ouro's); stages 1 and 2")
         s.add_argument("--init", default=None, help="the previous stage's output folder; stages 2 and 3")
-        s.add_argument("--dump-dir", required=True, help="run folder: checkpoints and metrics; resumed from")
-        s.add_argument("--out", default=None, help="written when the stage completes: model, metrics, recipe")
-        s.add_argument("--nproc-per-node", default="1", help="ranks on this node: N or 'auto' (one per GPU)")
+        _run_args(s)
         s.set_defaults(func=cmd_distill_stage, stage=stage)
     b = cmds.add_parser("bench", help="decode cost of a model folder: analytic bytes/FLOPs and measured tok/s")
     b.add_argument("model_dir", help="model folder (config.json + model.safetensors)")
@@ -604,9 +609,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a recipe (resumes from the newest complete checkpoint in --dump-dir)")
     _recipe_args(p)
-    p.add_argument("--dump-dir", required=True, help="run folder: checkpoints/ and metrics.jsonl; resumed from")
-    p.add_argument("--out", default=None, help="written when training completes: model, metrics.jsonl, recipe.yaml")
-    p.add_argument("--nproc-per-node", default="1", help="ranks on this node: N or 'auto' (one per GPU)")
+    _run_args(p)
     p.set_defaults(func=cmd_train)
 
 
