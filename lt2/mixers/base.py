@@ -6,12 +6,12 @@ Mixer contract (every family in lt2/mixers follows it):
     y = mixer(x, seq, cache, spec)        x, y: [B, T, C] (or [1, total, C] when seq.cu_seqlens is set)
     cache = mixer.init_cache(batch, max_len, device, dtype, spec)
 
-- `seq` (SeqInfo) carries positions, padding and document boundaries; `spec` (MixerSpec) says what
-  this (loop, layer) runs, e.g. the window size of a loop-level schedule.
+- `seq` (SeqInfo) carries positions, padding and document boundaries and, with a cache, the slots the call
+  writes; `spec` (MixerSpec) says what this (loop, layer) runs, e.g. the window size of a loop-level schedule.
 - `cache` is None in training. Otherwise it is this (loop, layer)'s own cache (a dataclass of tensors
   that start at zero, integer ones, i.e. slot indices, at -1), read and updated in place: the call
-  continues the sequence at cache slots `seq.slots`. A decode step (`seq.host_cache_len` is None) must use
-  tensors only (no host syncs, no data-dependent shapes) so that it can be captured in a CUDA graph.
+  continues the sequence at cache slots `seq.slots`. A decode step (a cache, and `seq.host_cache_len`
+  None) must use tensors only (no host syncs, no data-dependent shapes) so that it can be captured in a CUDA graph.
 - `mixing_flops(context, spec)`: forward sequence-mixing FLOPs per token (projections excluded), and
   `decode_bytes(context, spec, dtype)`: cache bytes one decode step of one sequence must read and write at
   `context` tokens; lt2/model/costs.py turns them into Table 1 FLOPs and the decode roofline.
