@@ -57,7 +57,7 @@ def _add_audit(sub) -> None:
 # ------------------------------------------------------------------ bench
 def cmd_bench_train(a: argparse.Namespace) -> int:
     from lt2.bench.train import run_bench_train
-    from lt2.config import load_recipe, recipe_files
+    from lt2.recipe import load_recipe, recipe_files
 
     recipe = load_recipe(a.recipe, a.overrides)
     result = run_bench_train(recipe, a.steps, a.warmup, a.out, inputs=recipe_files(a.recipe))
@@ -101,7 +101,7 @@ def _add_bench_decode_kernels(cmds) -> None:
 
 def cmd_bench_throughput(a: argparse.Namespace) -> int:
     from lt2.bench.throughput import bench_throughput, parse_engines, parse_sizes
-    from lt2.config import load_recipe, recipes_with_bases
+    from lt2.recipe import load_recipe, recipes_with_bases
 
     engines = parse_engines(a.engines)
     recipes = [load_recipe(path, a.overrides) for path in a.recipes]
@@ -498,8 +498,9 @@ def _add_export(sub) -> None:
 
 # ------------------------------------------------------------------ model-info
 def cmd_model_info(a: argparse.Namespace) -> int:
-    from lt2.config import load_recipe, recipe_files, to_dict
+    from lt2.config import to_dict
     from lt2.model.costs import format_model_info, model_info
+    from lt2.recipe import load_recipe, recipe_files
     from lt2.report import provenance
 
     recipe = load_recipe(a.recipe, a.overrides)
@@ -649,7 +650,7 @@ def cmd_verify_kernels(a: argparse.Namespace) -> int:
     import pandas as pd
 
     from lt2.bench.verify import CASES, FACTOR, MIN_FLOOR, check_cases, rows, run_verify
-    from lt2.config import recipes_with_bases, scale_recipes
+    from lt2.recipe import recipes_with_bases, scale_recipes
     from lt2.report import provenance
 
     patterns = a.cases or list(CASES)
