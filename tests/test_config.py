@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from lt2.config import ModelArgs, load_recipe, resolve
+from lt2.config import ModelArgs, resolve
+from lt2.recipe import load_recipe
 
 RECIPES = Path(__file__).resolve().parents[1] / "config" / "recipes"
 SCALES = ("tiny", "600M", "1B")
@@ -77,7 +78,7 @@ def test_scales_have_the_same_rows():
 
 
 def test_recipe_files_lists_the_base_chain_for_provenance():
-    from lt2.config import recipe_files
+    from lt2.recipe import recipe_files
 
     row = RECIPES / "600M" / "looped_pure_gdn.yaml"
     assert recipe_files(row) == [RECIPES / "600M" / "_base.yaml", row]

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import torch
 
-from lt2.config import Recipe
 from lt2.infer.decoder import Decoder
 from lt2.model import LoopedLM
 from lt2.model.costs import decode_step_bytes
+from lt2.recipe import Recipe
 
 ENGINES = {"graph": False, "compile": True}  # name -> Decoder(compile=...)
 

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import torch
 
-from lt2.config import Recipe, to_dict, validate_recipe
+from lt2.config import to_dict
 from lt2.data.loader import Batch
+from lt2.recipe import Recipe, validate_recipe
 from lt2.train.distributed import DistInfo
 from lt2.train.metrics import peak_flops, train_flops_per_token
 

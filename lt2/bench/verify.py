@@ -40,10 +40,11 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from lt2.config import ModelArgs, load_recipe, resolve, to_dict
+from lt2.config import ModelArgs, resolve, to_dict
 from lt2.infer.decoder import Decoder
 from lt2.kernels import backend
 from lt2.model import LoopedLM
+from lt2.recipe import load_recipe
 from lt2.testing import error_stats
 
 # pattern -> the 600M recipe whose mixer settings it uses (n_layers is cut to 2)

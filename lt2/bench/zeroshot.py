@@ -74,10 +74,11 @@ def bench_zeroshot(
     `args.tasks`, write the record to `out` inside the provenance boundary; returns the record."""
     import torch
 
-    from lt2.config import load_recipe, recipe_files, to_dict
+    from lt2.config import to_dict
     from lt2.data.tokenizer import Tokenizer
     from lt2.eval.zeroshot import run_zeroshot
     from lt2.model.looped import LoopedLM
+    from lt2.recipe import load_recipe, recipe_files
     from lt2.report import provenance
 
     recipe = load_recipe(recipe_path, overrides)  # a bad recipe or override fails here, before any work

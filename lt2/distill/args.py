@@ -105,7 +105,7 @@ def validate_distill(args: DistillArgs, stage: str) -> None:
 
 def load_distill(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> DistillArgs:
     """Resolve a distillation YAML (with its `base:` files) and dot-list overrides (`stage1.train.steps=10`)."""
-    from lt2.config import recipe_layers
+    from lt2.recipe import recipe_layers
 
     args = resolve(DistillArgs, *recipe_layers(path), overrides=overrides)
     if not args.name:

@@ -6,9 +6,9 @@ KL(teacher || student) per token over the whole vocabulary, averaged over tokens
 
 A [tokens x vocab] fp32 tensor is never formed: `chunked_kl` walks the tokens in chunks of `chunk` and per
 chunk forms both models' logits (in the compute dtype), their log-softmax in fp32, the loss and, in the same
-pass, the gradients w.r.t. the student's hidden states and head weight from the closed form above (as the
-chunked cross-entropy of lt2.train.loss does). Backward only scales the stored gradients. The teacher side
-carries no gradient.
+pass, the gradients w.r.t. the student's hidden states and head weight from the closed form above. Backward
+only scales the stored gradients. The teacher side carries no gradient. The chunk walk is
+lt2.train.loss.chunked_head_loss, which the chunked cross-entropy runs too.
 
 Shapes: N tokens, C model dim (the teacher's may differ), V vocabulary.
 """
@@ -19,6 +19,8 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+
+from lt2.train.loss import chunked_head_loss
 
 
 def chunk_kl_and_grad(
@@ -31,30 +33,6 @@ def chunk_kl_and_grad(
     p_t = log_t.exp()
     loss = (p_t * (log_t - log_s)).sum()
     return loss, (log_s.exp() - p_t).to(h.dtype)
-
-
-class _ChunkedKL(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, h, weight, h_t, weight_t, chunk: int, chunk_fn):
-        n = h.shape[0]
-        total = torch.zeros((), dtype=torch.float32, device=h.device)
-        grad_h = torch.empty_like(h)
-        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
-        for start in range(0, n, chunk):
-            hc = h[start : start + chunk]
-            loss, grad_logits = chunk_fn(hc, weight, h_t[start : start + chunk], weight_t)
-            total += loss
-            grad_h[start : start + chunk] = grad_logits @ weight.to(grad_logits.dtype)
-            grad_w += (grad_logits.t() @ hc.to(grad_logits.dtype)).float()
-        ctx.save_for_backward(grad_h, grad_w)
-        ctx.n, ctx.weight_dtype = n, weight.dtype
-        return total / n
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        grad_h, grad_w = ctx.saved_tensors
-        scale = grad_out / ctx.n
-        return grad_h * scale.to(grad_h.dtype), (grad_w * scale).to(ctx.weight_dtype), None, None, None, None
 
 
 def chunked_kl(
@@ -86,7 +64,7 @@ def chunked_kl(
                 for i in range(0, h.shape[0], chunk)
             )
         return total / h.shape[0]
-    return _ChunkedKL.apply(h, weight, h_t, weight_t, chunk, chunk_fn or chunk_kl_and_grad)
+    return chunked_head_loss(h, weight, chunk_fn or chunk_kl_and_grad, rows=(h_t,), shared=(weight_t,), chunk=chunk)
 
 
 def naive_kl(logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:

@@ -30,13 +30,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lt2.config import ModelArgs, Recipe, to_dict
+from lt2.config import ModelArgs, to_dict
 from lt2.distill.args import DistillArgs, StageArgs, load_distill, validate_distill
 from lt2.distill.losses import chunk_kl_and_grad
 from lt2.distill.objectives import AttentionAlignment, LogitDistillation
 from lt2.distill.select import select_by_kl, student_from_stage1
 from lt2.distill.student import build_student, full_layer_pattern
 from lt2.model.looped import LoopedLM
+from lt2.recipe import Recipe
 from lt2.train.distributed import DistInfo, parallelize
 
 logger = logging.getLogger(__name__)
@@ -132,9 +133,9 @@ def folder_model_args(directory: str | Path) -> ModelArgs:
 
 
 def check_run(stage: str, args: DistillArgs, teacher_dir: str | None, init_dir: str | None) -> None:
-    """The stage's run checked as a recipe (lt2.config.validate_recipe) against the model it starts from, before
+    """The stage's run checked as a recipe (lt2.recipe.validate_recipe) against the model it starts from, before
     any weight is read: the student shares the teacher's sizes, so its context limit applies."""
-    from lt2.config import validate_recipe
+    from lt2.recipe import validate_recipe
 
     run = args.stage(stage)
     model = folder_model_args(teacher_dir or init_dir)

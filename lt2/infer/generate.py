@@ -125,7 +125,7 @@ def load_for_generation(
     if source.is_dir():
         model = LoopedLM.from_pretrained(source, device=device)
     else:
-        from lt2.config import load_recipe
+        from lt2.recipe import load_recipe
 
         model = LoopedLM(load_recipe(source).model).to(device)
         model.init_weights()

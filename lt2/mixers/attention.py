@@ -125,11 +125,11 @@ class Attention(nn.Module):
     def _attend_full_cache(self, q, k, v, seq: SeqInfo, cache: KVCache) -> torch.Tensor:
         cache.k.index_copy_(1, seq.slots, k.to(cache.k.dtype))
         cache.v.index_copy_(1, seq.slots, v.to(cache.v.dtype))
-        if q.shape[1] > 1 and seq.start is not None:  # prefill: read only the slots written so far
-            end = seq.start + q.shape[1]
+        if seq.host_cache_len is not None:  # prefill: read only the slots written so far
+            end = seq.host_cache_len
             keys, values, key_valid = cache.k[:, :end], cache.v[:, :end], seq.key_mask[:, :end]
         elif backend.use_fast(q, "triton"):  # decode: split-KV kernel reading only the written slots
-            return decode_kernels.decode_attention(q[:, 0], cache.k, cache.v, seq.length, seq.key_mask)[:, None]
+            return decode_kernels.decode_attention(q[:, 0], cache.k, cache.v, seq.cache_len, seq.key_mask)[:, None]
         else:  # decode: the whole static buffer, masked (graph-capturable)
             keys, values, key_valid = cache.k, cache.v, seq.key_mask
         k_slots = torch.arange(keys.shape[1], device=q.device)
@@ -141,7 +141,7 @@ class Attention(nn.Module):
             # decode: write the new token first (the entry it replaces is outside the window), then attend
             self._write_ring(k, v, seq.slots, cache)
             o = decode_kernels.decode_attention(
-                q[:, 0], cache.k, cache.v, seq.length, seq.key_mask, window=window, slot_of=cache.slot_of
+                q[:, 0], cache.k, cache.v, seq.cache_len, seq.key_mask, window=window, slot_of=cache.slot_of
             )
             return o[:, None]
         old_slots = cache.slot_of

@@ -6,12 +6,12 @@ Mixer contract (every family in lt2/mixers follows it):
     y = mixer(x, seq, cache, spec)        x, y: [B, T, C] (or [1, total, C] when seq.cu_seqlens is set)
     cache = mixer.init_cache(batch, max_len, device, dtype, spec)
 
-- `seq` (SeqInfo) carries positions, padding and document boundaries; `spec` (MixerSpec) says what
-  this (loop, layer) runs, e.g. the window size of a loop-level schedule.
+- `seq` (SeqInfo) carries positions, padding and document boundaries and, with a cache, the slots the call
+  writes; `spec` (MixerSpec) says what this (loop, layer) runs, e.g. the window size of a loop-level schedule.
 - `cache` is None in training. Otherwise it is this (loop, layer)'s own cache (a dataclass of tensors
   that start at zero, integer ones, i.e. slot indices, at -1), read and updated in place: the call
-  continues the sequence at cache slots `seq.slots`. One-token decode (T == 1) must use tensors only (no
-  host syncs, no data-dependent shapes) so that it can be captured in a CUDA graph.
+  continues the sequence at cache slots `seq.slots`. A decode step (a cache, and `seq.host_cache_len`
+  None) must use tensors only (no host syncs, no data-dependent shapes) so that it can be captured in a CUDA graph.
 - `mixing_flops(context, spec)`: forward sequence-mixing FLOPs per token (projections excluded), and
   `decode_bytes(context, spec, dtype)`: cache bytes one decode step of one sequence must read and write at
   `context` tokens; lt2/model/costs.py turns them into Table 1 FLOPs and the decode roofline.
@@ -32,17 +32,25 @@ from torch import nn
 
 @dataclass
 class SeqInfo:
-    """Describes the tokens of one forward call.
+    """The tokens of one forward call, as every mixer sees them. A field means the same thing in every mode; a
+    field that a mode does not have is None. Build one with the constructor of its mode:
 
-    positions: [B, T] long, rotary position of every token (restarts at each packed document).
-    pad_mask: [B, T] bool, True for real tokens (left padding only), or None when all are real.
-    cu_seqlens: [N+1] int32 boundaries of packed documents over the flattened batch; when set, mixers
-        get x as [1, B*T, C] and nothing may cross a boundary (training only).
-    slots: [T] long, the cache slots this call writes (cached calls only).
-    key_mask: [B, max_len] bool, cache slots that hold real tokens, this call's included (cached calls).
-    start: host copy of slots[0] for prefill paths that slice; None inside a captured decode step.
-    length: [1] long device tensor, slots written once this call's tokens are in (one-token decode only,
-        for kernels that read the valid length on the device).
+        training, scoring   SeqInfo.for_training(positions, cu_seqlens)      no cache
+        prefill             SeqInfo.for_prefill(positions, start, key_mask)  T tokens at cache slots start..start+T-1
+        decode step         SeqInfo.for_decode(positions, slot, key_mask)    one token per row at cache slot `slot`
+
+    positions: [B, T] long, rotary position of every token (restarts at each packed document, skips padding).
+    pad_mask: [B, T] bool, True for this call's real tokens (left padding only); None when all are real.
+    cu_seqlens: [N+1] int32 boundaries of packed documents over the flattened batch; when set, mixers get x
+        as [1, B*T, C] and nothing may cross a boundary. Training only.
+    slots: [T] long, on the device, the cache slots this call writes. None without a cache.
+    key_mask: [B, max_len] bool, the cache slots that hold real tokens once this call's are written (this
+        call's included). None without a cache.
+    cache_len: [1] long, on the device, cache slots in use once this call's tokens are written
+        (slots[-1] + 1), for kernels that read it there. None without a cache.
+    host_cache_len: `cache_len` as a host int, so that prefill reads only the slots written so far. None
+        without a cache and in a decode step: a decode step holds device tensors only, so that one captured
+        CUDA graph replays it at every position, and reads the whole static cache masked by `key_mask`.
     """
 
     positions: torch.Tensor
@@ -50,12 +58,36 @@ class SeqInfo:
     cu_seqlens: torch.Tensor | None = None
     slots: torch.Tensor | None = None
     key_mask: torch.Tensor | None = None
-    start: int | None = None
-    length: torch.Tensor | None = None
+    cache_len: torch.Tensor | None = None
+    host_cache_len: int | None = None
 
-    @property
-    def cached(self) -> bool:
-        return self.slots is not None
+    @classmethod
+    def for_training(cls, positions: torch.Tensor, cu_seqlens: torch.Tensor | None = None) -> SeqInfo:
+        """A forward without a cache: positions [B, T] (or [1, B*T] with packed documents' cu_seqlens [N+1])."""
+        return cls(positions, cu_seqlens=cu_seqlens)
+
+    @classmethod
+    def for_prefill(
+        cls, positions: torch.Tensor, start: int, key_mask: torch.Tensor, pad_mask: torch.Tensor | None = None
+    ) -> SeqInfo:
+        """A chunk of T tokens positions [B, T] written at cache slots start .. start+T-1 (host int `start`).
+
+        key_mask [B, max_len] must already mark the chunk's real tokens; pad_mask [B, T] (True = real) or None.
+        Example: the first chunk of 5 tokens, `SeqInfo.for_prefill(torch.arange(5).expand(B, 5), 0, key_mask)`.
+        """
+        T = positions.shape[1]
+        slots = torch.arange(start, start + T, device=positions.device)
+        return cls(
+            positions, pad_mask, slots=slots, key_mask=key_mask, cache_len=slots[-1:] + 1, host_cache_len=start + T
+        )
+
+    @classmethod
+    def for_decode(cls, positions: torch.Tensor, slot: torch.Tensor, key_mask: torch.Tensor) -> SeqInfo:
+        """One token per row, positions [B, 1], written at the device slot `slot` [1] long (no host value).
+
+        key_mask [B, max_len] must already mark the slot.
+        """
+        return cls(positions, slots=slot, key_mask=key_mask, cache_len=slot + 1)
 
 
 def mean_visible_keys(context: int, limit: int | None = None) -> float:

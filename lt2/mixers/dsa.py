@@ -147,7 +147,7 @@ class DeepSeekSparseAttention(nn.Module):
             for buf, new in ((cache.k, k), (cache.v, v), (cache.k_index, k_index)):
                 buf.index_copy_(1, seq.slots, new.to(buf.dtype))
             # prefill reads the slots written so far; decode the whole static buffer, masked (graph-capturable)
-            end = seq.start + T if T > 1 and seq.start is not None else cache.k.shape[1]
+            end = seq.host_cache_len if seq.host_cache_len is not None else cache.k.shape[1]
             keys, values, index_keys = cache.k[:, :end], cache.v[:, :end], cache.k_index[:, :end]
             keys, values, index_keys = keys.to(q.dtype), values.to(q.dtype), index_keys.to(q.dtype)
             key_valid, q_slots = seq.key_mask[:, :end], seq.slots

@@ -103,7 +103,7 @@ class NativeSparseAttention(nn.Module):
         q, k = apply_rope(q, seq.positions, self.inv_freq), apply_rope(k, seq.positions, self.inv_freq)
         gates = torch.sigmoid(self.wgates(x)).view(B, T, self.n_heads, 3).unbind(-1)  # g_cmp, g_slc, g_swa
 
-        fresh = cache is None or (T > 1 and seq.start == 0)  # whole sequences: fla can run them
+        fresh = cache is None or (T > 1 and seq.host_cache_len == T)  # whole sequences (from slot 0): fla runs them
         if fresh and seq.pad_mask is None and backend.use_fast(q, "fla"):
             o = self._fla(q, k, v, gates, seq.cu_seqlens)
             if cache is not None:
@@ -122,7 +122,7 @@ class NativeSparseAttention(nn.Module):
             cache.k.index_copy_(1, seq.slots, k.to(cache.k.dtype))
             cache.v.index_copy_(1, seq.slots, v.to(cache.v.dtype))
             # prefill reads the slots written so far; decode the whole static buffer, masked (graph-capturable)
-            end = seq.start + T if T > 1 and seq.start is not None else cache.k.shape[1]
+            end = seq.host_cache_len if seq.host_cache_len is not None else cache.k.shape[1]
             key_valid = seq.key_mask[:, :end]
             key_pos = key_valid.long().cumsum(1) - 1  # left padding only: position = real keys before - 1
             k_slots = torch.arange(end, device=x.device)

@@ -54,17 +54,17 @@ class DecodeState:
     def seq_info(self, real: torch.Tensor | None = None, pad_mask: torch.Tensor | None = None) -> SeqInfo:
         """The SeqInfo of the next tokens, whose slots it marks in `key_mask`.
 
-        real [B, T] bool (True = real token): a prompt chunk at the host's write position (`start`, and the
-        slots and positions it implies). None: one decode token, described by device tensors only (no host
-        value is baked into a captured step).
+        real [B, T] bool (True = real token): a prompt chunk at the host's write position `length`
+        (SeqInfo.for_prefill). None: one decode token at the device's write position `index`, described by
+        device tensors only, so that no host value is baked into a captured step (SeqInfo.for_decode).
         """
         if real is None:
             self.key_mask.index_fill_(1, self.index, True)
-            return SeqInfo(self.positions[:, None], slots=self.index, key_mask=self.key_mask, length=self.index + 1)
-        slots = torch.arange(self.length, self.length + real.shape[1], device=real.device)
+            return SeqInfo.for_decode(self.positions[:, None], self.index, self.key_mask)
         positions = self.positions[:, None] + (real.long().cumsum(1) - 1).clamp(min=0)
-        self.key_mask[:, slots] = real
-        return SeqInfo(positions, pad_mask, slots=slots, key_mask=self.key_mask, start=self.length)
+        seq = SeqInfo.for_prefill(positions, self.length, self.key_mask, pad_mask)
+        self.key_mask[:, seq.slots] = real
+        return seq
 
     def advance(self, n: int, real: torch.Tensor | None = None) -> None:
         """On the device, after `n` tokens went in: the write position moves `n` slots, each row's position by

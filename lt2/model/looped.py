@@ -136,14 +136,14 @@ class LoopedLM(nn.Module):
     def seq_info(self, tokens: torch.Tensor, doc_start: torch.Tensor | None = None) -> SeqInfo:
         B, T = tokens.shape
         if doc_start is None:
-            return SeqInfo(positions=torch.arange(T, device=tokens.device).expand(B, T))
+            return SeqInfo.for_training(torch.arange(T, device=tokens.device).expand(B, T))
         if doc_start.shape != tokens.shape or doc_start.dtype != torch.bool:
             raise ValueError(
                 f"doc_start must be a bool tensor of shape {tuple(tokens.shape)}, "
                 f"got {doc_start.dtype} {tuple(doc_start.shape)}"
             )
         positions = doc_positions(doc_start).reshape(1, B * T)  # varlen layout, like the hidden states
-        return SeqInfo(positions=positions, cu_seqlens=cu_seqlens_from_doc_starts(doc_start))
+        return SeqInfo.for_training(positions, cu_seqlens_from_doc_starts(doc_start))
 
     # --------------------------------------------------------------- decoding
     def allocate_state(self, batch: int, max_len: int, device=None, dtype=None) -> DecodeState | VoteState:

@@ -27,8 +27,8 @@ CONTEXTS = [2**k for k in range(10, 18)]  # 1k .. 128k tokens
 def cost_curves(recipe_path: Path, contexts: list[int]) -> tuple[list[float], list[float]]:
     """(sequence-mixing forward FLOPs/token over every (loop, layer), decode cache bytes of one sequence) at
     each context, from the mixers' own analytics on a meta-device model (built once)."""
-    from lt2.config import load_recipe
     from lt2.model.costs import cache_bytes, meta_model
+    from lt2.recipe import load_recipe
 
     args = load_recipe(recipe_path).model
     model = meta_model(dataclasses.replace(args, max_seqlen=max(max(contexts), args.max_seqlen)))

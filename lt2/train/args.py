@@ -3,7 +3,7 @@
 Paper values (the defaults here): AdamW (0.9, 0.95), weight decay 0.1, peak lr 3e-4, linear warmup then
 cosine to lr_min_ratio * lr, grad clip 1.0, bf16, sequence length 4096, trainer seed 777.
 
-Their cross-field checks live with every other check of a recipe in `lt2.config.validate_recipe`, which runs
+Their cross-field checks live with every other check of a recipe in `lt2.recipe.validate_recipe`, which runs
 whenever a recipe is loaded, so a bad value fails in seconds and names its key.
 """
 

@@ -273,8 +273,8 @@ def export_checkpoint(src: str | Path, out_dir: str | Path, extra_files: dict[st
 
     >>> export_checkpoint("runs/tiny_full", "models/tiny_full")
     """
-    from lt2.config import load_recipe
     from lt2.model.looped import LoopedLM
+    from lt2.recipe import load_recipe
 
     path = resolve_checkpoint(src)
     recipe = load_recipe(path / RECIPE)

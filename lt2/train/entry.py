@@ -18,8 +18,9 @@ import logging
 import os
 from pathlib import Path
 
-from lt2.config import Recipe, load_recipe, recipe_files, to_dict
+from lt2.config import to_dict
 from lt2.data.args import require_data
+from lt2.recipe import Recipe, load_recipe, recipe_files
 from lt2.report import provenance
 from lt2.train.preemption import EXIT_PREEMPTED, Preemption
 

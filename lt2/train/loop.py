@@ -30,9 +30,10 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.distributed.tensor import DTensor
 
-from lt2.config import Recipe, load_recipe, to_dict
+from lt2.config import to_dict
 from lt2.data.loader import Batch, PackedLoader, merge_states, validation_rows
 from lt2.model.looped import LoopedLM
+from lt2.recipe import Recipe, load_recipe
 from lt2.train.checkpoint import RECIPE, Checkpointer, export_checkpoint
 from lt2.train.distributed import DistInfo, autocast, control_sum, parallelize, set_gradient_sync
 from lt2.train.loss import CausalLMLoss

@@ -4,7 +4,8 @@ A 128k-token vocabulary at 4 x 4096 tokens per micro-batch makes [16384, 128256]
 and as much again for their gradient. `chunked_cross_entropy` walks the tokens in chunks of `chunk`: per
 chunk it forms the logits in the compute dtype (bf16 matmul), their log-sum-exp in fp32, and in the same
 pass the gradients w.r.t. the hidden states and the head weight (softmax - onehot, the closed form of
-d CE / d logits). Backward only scales the stored gradients by the incoming scalar. Peak extra memory is
+d CE / d logits). Backward only scales the stored gradients by the incoming scalar. The chunk walk itself is
+`chunked_head_loss`, which lt2.distill.losses runs with a KL chunk instead. Peak extra memory is
 one chunk of logits plus a [V, C] fp32 weight-gradient accumulator; the matmul work equals the unfused head
 (one forward and two backward matmuls per chunk).
 
@@ -48,16 +49,16 @@ def _chunk_loss(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) ->
     return torch.logsumexp(logits, dim=-1) - logits.gather(1, targets[:, None]).squeeze(1)
 
 
-class _ChunkedCrossEntropy(torch.autograd.Function):
+class _ChunkedHeadLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, h, weight, targets, chunk: int, chunk_fn: ChunkFn):
+    def forward(ctx, h, weight, chunk: int, chunk_fn: Callable, rows: tuple, shared: tuple):
         n = h.shape[0]
         total = torch.zeros((), dtype=torch.float32, device=h.device)
         grad_h = torch.empty_like(h)
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)  # fp32: summed over chunks
         for start in range(0, n, chunk):
-            hc, tc = h[start : start + chunk], targets[start : start + chunk]
-            loss, grad_logits = chunk_fn(hc, weight, tc)
+            hc = h[start : start + chunk]
+            loss, grad_logits = chunk_fn(hc, weight, *(r[start : start + chunk] for r in rows), *shared)
             total += loss
             grad_h[start : start + chunk] = grad_logits @ weight.to(grad_logits.dtype)
             grad_w += (grad_logits.t() @ hc.to(grad_logits.dtype)).float()
@@ -69,7 +70,28 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_out):
         grad_h, grad_w = ctx.saved_tensors
         scale = grad_out / ctx.n
-        return grad_h * scale.to(grad_h.dtype), (grad_w * scale).to(ctx.weight_dtype), None, None, None
+        return grad_h * scale.to(grad_h.dtype), (grad_w * scale).to(ctx.weight_dtype), None, None, None, None
+
+
+def chunked_head_loss(
+    h: torch.Tensor,
+    weight: torch.Tensor,
+    chunk_fn: Callable[..., tuple[torch.Tensor, torch.Tensor]],
+    rows: tuple[torch.Tensor, ...] = (),
+    shared: tuple[torch.Tensor, ...] = (),
+    chunk: int = 4096,
+) -> torch.Tensor:
+    """Mean over N tokens of a loss of the head's logits h @ weight.T, walked in chunks of `chunk` tokens.
+
+    h [N, C] and weight [V, C] get gradients; `rows` (each [N, ...], e.g. targets) are cut into the same
+    chunks and `shared` tensors passed whole, both without gradients. Per chunk,
+    `chunk_fn(h[c], weight, *(r[c] for r in rows), *shared)` returns (the loss summed over the chunk's
+    tokens, fp32; d loss / d logits [n, V] in h's dtype); forward turns that into the gradients of h and
+    weight at once, so backward only scales them.
+
+    >>> loss = chunked_head_loss(h, weight, chunk_loss_and_grad, rows=(targets,), chunk=4096)  # mean CE
+    """
+    return _ChunkedHeadLoss.apply(h, weight, chunk, chunk_fn, tuple(rows), tuple(shared))
 
 
 def chunked_cross_entropy(
@@ -88,7 +110,7 @@ def chunked_cross_entropy(
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     if not (torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)):
         return token_losses(h, weight, targets, chunk).mean()
-    return _ChunkedCrossEntropy.apply(h, weight, targets, chunk, chunk_fn or chunk_loss_and_grad)
+    return chunked_head_loss(h, weight, chunk_fn or chunk_loss_and_grad, rows=(targets,), chunk=chunk)
 
 
 @torch.no_grad()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lt2.config import Recipe
+from lt2.recipe import Recipe
 
 H100_BF16_PEAK = 989.4e12  # dense bf16 FLOP/s of an H100 SXM (lt2.train.metrics.PEAK_FLOPS)
 # Model FLOPs utilisation measured by `lt2 bench train` (600M, bf16, compile, one H100).

@@ -167,8 +167,8 @@ def test_cli_table_and_figure_on_a_random_tiny_model(text_setup, tmp_path, no_hu
     import yaml
 
     from lt2.cli import main
-    from lt2.config import load_recipe
     from lt2.model import LoopedLM
+    from lt2.recipe import load_recipe
     from lt2.report.figures import build_figure
     from lt2.report.provenance import sidecar
     from lt2.report.tables import build_table, to_markdown

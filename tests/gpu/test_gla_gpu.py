@@ -122,7 +122,7 @@ def gpu_model(family: str, loop_count: int = 2):
 def test_mixer_fla_matches_reference_forward_and_backward(family):
     mixer = gpu_model(family).layers[0].mixer.train()
     x = torch.randn(B, T, 1024, device="cuda", dtype=torch.bfloat16)
-    seq, spec = SeqInfo(positions=torch.arange(T, device="cuda").expand(B, T)), MixerSpec(family)
+    seq, spec = SeqInfo.for_training(torch.arange(T, device="cuda").expand(B, T)), MixerSpec(family)
     results = []
     for force_reference in (False, True):
         mixer.zero_grad()

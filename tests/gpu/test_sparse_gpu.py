@@ -119,7 +119,7 @@ def test_dsa_kernels_match_naive(head_dim):
 def test_mixer_fast_path_equals_reference(pattern):
     """DSA: our Triton indexer + sparse attention; NSA: fla's kernels; each vs the PyTorch reference."""
     mixer, x = mixer_and_input(pattern, B=2, T=2048)
-    seq = SeqInfo(positions=torch.arange(2048, device="cuda").expand(2, 2048))
+    seq = SeqInfo.for_training(torch.arange(2048, device="cuda").expand(2, 2048))
     compare_fast_with_reference(mixer, x, MixerSpec(pattern), seq)
 
 
@@ -128,7 +128,7 @@ def test_dsa_trains_at_4096_with_topk_2048_memory_sane():
     """One DSA layer, B=2, T=4096, top-2048: forward + backward finite, and peak memory far below the dense
     [B, T, T]-per-head footprint (16 heads x 2 x 4096^2 fp32 = 4 GiB for the attention matrix alone)."""
     mixer, x = mixer_and_input("dsa", B=2, T=4096, dsa={"n_kv_heads": 1, "index_n_heads": 16, "topk": 2048})
-    seq = SeqInfo(positions=torch.arange(4096, device="cuda").expand(2, 4096))
+    seq = SeqInfo.for_training(torch.arange(4096, device="cuda").expand(2, 4096))
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lt2.config import load_recipe
+from lt2.recipe import load_recipe
 from lt2.testing import assert_close
 from lt2.train.loss import chunk_loss_and_grad, chunked_cross_entropy
 

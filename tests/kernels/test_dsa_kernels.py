@@ -207,7 +207,7 @@ def check_dsa_mixer_triton_path():
     m = DeepSeekSparseAttention(tiny_args("dsa", 1, dsa=DSA), 0).to(DEVICE).train()
     init_weights(m, 0)
     x = torch.randn(2, 33, 32, device=DEVICE, requires_grad=True)
-    seq = SeqInfo(positions=torch.arange(33, device=DEVICE).expand(2, 33))
+    seq = SeqInfo.for_training(torch.arange(33, device=DEVICE).expand(2, 33))
 
     def run():
         y = m(x, seq, None, MixerSpec("dsa"))

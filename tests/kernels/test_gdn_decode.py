@@ -148,7 +148,8 @@ def test_oracle_matches_gdn_mixer_decode():
     for x in (cache.state, cache.conv_q, cache.conv_k, cache.conv_v):
         x.copy_(torch.randn(x.shape, generator=gen, dtype=x.dtype))
     oracle = {name: getattr(cache, name).clone() for name in GDNDecodeStep.IN_PLACE}
-    seq = SeqInfo(positions=torch.zeros(B, 1, dtype=torch.long), slots=torch.tensor([0]))
+    key_mask = torch.ones(B, 16, dtype=torch.bool)
+    seq = SeqInfo.for_decode(torch.zeros(B, 1, dtype=torch.long), torch.tensor([0]), key_mask)
     for step in range(3):
         x = torch.randn(B, 1, args.dim, generator=gen, dtype=torch.float64)
         with torch.no_grad():

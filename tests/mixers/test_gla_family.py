@@ -95,7 +95,7 @@ def test_pad_tokens_leave_every_state_exactly_zero(variant):
     x = torch.randn(2, 9, model.args.dim, dtype=torch.float64)
     x[0] = 0.0  # row 0: nine pad tokens, as the block passes them
     cache = mixer.init_cache(2, 16, x.device, x.dtype, MixerSpec(variant.split("-")[0]))
-    seq = SeqInfo(positions=torch.zeros(2, 9, dtype=torch.long), slots=torch.arange(9), start=0)
+    seq = SeqInfo.for_prefill(torch.zeros(2, 9, dtype=torch.long), 0, torch.ones(2, 16, dtype=torch.bool))
     mixer(x, seq, cache, MixerSpec(variant.split("-")[0]))
     for tensor in (cache.state, *cache.convs):
         assert torch.equal(tensor[0], torch.zeros_like(tensor[0]))
@@ -257,10 +257,11 @@ def test_mixer_equals_its_equations(variant, T):
     expected = REFERENCES[family](mixer, x)
     positions = torch.arange(T).expand(2, T)
     spec = MixerSpec(family)
-    assert_close(f"{variant} forward", mixer(x, SeqInfo(positions=positions), None, spec), expected, **EQUATION_TOL)
+    assert_close(f"{variant} forward", mixer(x, SeqInfo.for_training(positions), None, spec), expected, **EQUATION_TOL)
     cache = mixer.init_cache(2, T, x.device, x.dtype, spec)
+    key_mask = torch.ones(2, T, dtype=torch.bool)
     steps = [
-        mixer(x[:, t : t + 1], SeqInfo(positions[:, t : t + 1], slots=torch.tensor([t]), start=t), cache, spec)
+        mixer(x[:, t : t + 1], SeqInfo.for_decode(positions[:, t : t + 1], torch.tensor([t]), key_mask), cache, spec)
         for t in range(T)
     ]
     assert_close(f"{variant} decode", torch.cat(steps, 1), expected, **EQUATION_TOL)
@@ -308,7 +309,7 @@ def test_hgrn2_key_is_one_minus_the_forget_gate():
     model = model_for("hgrn2-noconv-heads4")
     mixer = model.layers[0].mixer
     x = torch.randn(1, 1, model.args.dim, dtype=torch.float64)
-    seq = SeqInfo(positions=torch.zeros(1, 1, dtype=torch.long), slots=torch.arange(1), start=0)
+    seq = SeqInfo.for_prefill(torch.zeros(1, 1, dtype=torch.long), 0, torch.ones(1, 4, dtype=torch.bool))
     with torch.no_grad():
         mixer.f_proj.weight.zero_()
     cache = mixer.init_cache(1, 4, x.device, x.dtype, MixerSpec("hgrn2"))

@@ -142,7 +142,7 @@ def test_reference_equals_per_query_oracle(family, T):
     cls, oracle = (NativeSparseAttention, nsa_oracle) if family == "nsa" else (DeepSeekSparseAttention, dsa_oracle)
     m = mixer(cls).eval()
     x = torch.randn(2, T, 32, dtype=torch.float64)
-    seq = SeqInfo(positions=torch.arange(T).expand(2, T))
+    seq = SeqInfo.for_training(torch.arange(T).expand(2, T))
     with torch.no_grad():
         y = m(x, seq, None, MixerSpec(family))
     assert_close(f"{family} T={T}", y, oracle(m, x), **TOL)
@@ -182,7 +182,7 @@ def test_gradients_reach_every_parameter(pattern):
 def explicit_index_kl(m: DeepSeekSparseAttention, x: torch.Tensor) -> torch.Tensor:
     """L_I as a differentiable function of the indexer parameters: the same selection, scores by autograd."""
     B, T, _ = x.shape
-    seq = SeqInfo(positions=torch.arange(T).expand(B, T))
+    seq = SeqInfo.for_training(torch.arange(T).expand(B, T))
     with torch.no_grad():
         m(x, seq, None, MixerSpec("dsa"))  # fills last_index_loss and fixes nothing else
     q_i, k_i, w_i = m._indexer(x, seq.positions)
@@ -199,7 +199,7 @@ def explicit_index_kl(m: DeepSeekSparseAttention, x: torch.Tensor) -> torch.Tens
 def test_injected_index_gradient_equals_autograd_of_the_kl():
     m = mixer(DeepSeekSparseAttention).train()
     x = torch.randn(2, 37, 32, dtype=torch.float64)
-    seq = SeqInfo(positions=torch.arange(37).expand(2, 37))
+    seq = SeqInfo.for_training(torch.arange(37).expand(2, 37))
     index_params = [m.wq_index.weight, m.wk_index.weight, m.w_index.weight, m.k_index_norm.weight, m.k_index_norm.bias]
     y = m(x, seq, None, MixerSpec("dsa"))
     injected = torch.autograd.grad(y.square().sum(), index_params)
@@ -218,7 +218,7 @@ def test_injected_index_gradient_equals_autograd_of_the_kl():
 
 def test_index_loss_coefficient_scales_the_injected_gradient():
     x = torch.randn(1, 20, 32, dtype=torch.float64)
-    seq = SeqInfo(positions=torch.arange(20)[None])
+    seq = SeqInfo.for_training(torch.arange(20)[None])
     grads = []
     for coef in (1.0, 3.0):
         m = mixer(DeepSeekSparseAttention).train()
@@ -231,7 +231,7 @@ def test_index_loss_coefficient_scales_the_injected_gradient():
 
 def test_index_loss_never_reaches_the_mixer_input():
     x = torch.randn(2, 25, 32, dtype=torch.float64)
-    seq = SeqInfo(positions=torch.arange(25).expand(2, 25))
+    seq = SeqInfo.for_training(torch.arange(25).expand(2, 25))
     dx = []
     for coef in (0.0, 5.0):
         m = mixer(DeepSeekSparseAttention).train()
@@ -246,7 +246,7 @@ def test_index_loss_never_reaches_the_mixer_input():
 def test_indexer_sgd_reduces_its_kl():
     m = mixer(DeepSeekSparseAttention).train()
     x = torch.randn(2, 48, 32, dtype=torch.float64)
-    seq = SeqInfo(positions=torch.arange(48).expand(2, 48))
+    seq = SeqInfo.for_training(torch.arange(48).expand(2, 48))
     index_params = [p for n, p in m.named_parameters() if "index" in n]
     opt = torch.optim.SGD(index_params, lr=0.5)
     losses = []
@@ -264,7 +264,8 @@ def test_indexer_sgd_reduces_its_kl():
 def test_no_index_loss_without_grad():
     m = mixer(DeepSeekSparseAttention)
     with torch.no_grad():
-        m(torch.randn(1, 9, 32, dtype=torch.float64), SeqInfo(positions=torch.arange(9)[None]), None, MixerSpec("dsa"))
+        x, seq = torch.randn(1, 9, 32, dtype=torch.float64), SeqInfo.for_training(torch.arange(9)[None])
+        m(x, seq, None, MixerSpec("dsa"))
     assert m.last_index_loss is None
 
 

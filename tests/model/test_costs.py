@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from lt2.config import load_recipe
 from lt2.model.costs import decode_step_bytes, meta_model, model_info
+from lt2.recipe import load_recipe
 
 RECIPES = Path(__file__).resolve().parents[2] / "config" / "recipes"
 V = 128_256

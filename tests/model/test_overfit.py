@@ -12,8 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lt2.config import load_recipe
 from lt2.model import LoopedLM
+from lt2.recipe import load_recipe
 
 TINY = Path(__file__).resolve().parents[2] / "config" / "recipes" / "tiny"
 ROWS = sorted(p.stem for p in TINY.glob("*.yaml") if not p.name.startswith("_"))

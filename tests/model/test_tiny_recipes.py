@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from lt2.config import load_recipe, to_dict
+from lt2.config import to_dict
 from lt2.model.costs import model_info
+from lt2.recipe import load_recipe
 
 TINY = Path(__file__).resolve().parents[2] / "config" / "recipes" / "tiny"
 ROWS = sorted(p.stem for p in TINY.glob("*.yaml") if not p.name.startswith("_"))

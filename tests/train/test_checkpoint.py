@@ -18,8 +18,8 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 from train_helpers import recipe_text
 
 from lt2.cli import main
-from lt2.config import load_recipe
 from lt2.model.looped import LoopedLM
+from lt2.recipe import load_recipe
 from lt2.train.checkpoint import MANIFEST, Checkpointer, resolve_checkpoint, verify
 from lt2.train.distributed import DistInfo, destroy_distributed, init_distributed
 from lt2.train.loop import Trainer

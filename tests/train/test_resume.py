@@ -29,8 +29,8 @@ from train_helpers import (
     wait_for_step,
 )
 
-from lt2.config import load_recipe
 from lt2.model.looped import LoopedLM
+from lt2.recipe import load_recipe
 from lt2.train.distributed import destroy_distributed, init_distributed
 from lt2.train.loop import Trainer
 from lt2.train.preemption import Preemption

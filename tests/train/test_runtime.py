@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lt2.config import load_recipe
+from lt2.recipe import load_recipe
 from lt2.train.runtime import H100_BF16_PEAK, MEASURED_MFU, estimate_hours
 
 REPO = Path(__file__).resolve().parents[2]

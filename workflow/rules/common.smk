@@ -8,8 +8,8 @@ from pathlib import Path
 
 from snakemake.utils import min_version, validate
 
-from lt2.config import recipe_files, recipes_with_bases, scale_recipes
 from lt2.distill.args import load_distill
+from lt2.recipe import recipe_files, recipes_with_bases, scale_recipes
 from lt2.report.figures import FIGURES
 from lt2.report.registry import bench_throughput_records, bench_train_records
 from lt2.report.tables import TABLES
@@ -107,7 +107,7 @@ def recipe_file(wildcards):
 
 
 def recipe_bases(wildcards):
-    """The files a recipe builds on through `base: <file>` (lt2.config.recipe_files): a change there re-runs
+    """The files a recipe builds on through `base: <file>` (lt2.recipe.recipe_files): a change there re-runs
     the recipe's jobs, and their provenance records the bases too."""
     return [str(p) for p in recipe_files(recipe_file(wildcards))[:-1]]
 
