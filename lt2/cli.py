@@ -107,9 +107,13 @@ def cmd_bench_zeroshot(a: argparse.Namespace) -> int:
     from lt2.eval.zeroshot import ZeroShotArgs
 
     args = ZeroShotArgs(tasks=[t for t in a.tasks.split(",") if t], data="local", limit=a.limit,
-                        batch_size=a.batch_size, device=a.device, dtype=a.dtype)  # fmt: skip
+                        batch_size=a.batch_size, device=a.device, dtype=a.dtype,
+                        max_batch_tokens=a.max_batch_tokens)  # fmt: skip
     print(summary(bench_zeroshot(a.recipe, a.overrides, a.tokenizer, args, a.out)))
     return 0
+
+
+MAX_BATCH_TOKENS_HELP = "padded positions per forward at most (with a large --batch-size, short requests share one)"
 
 
 def _add_bench_zeroshot(cmds) -> None:
@@ -123,6 +127,7 @@ def _add_bench_zeroshot(cmds) -> None:
     p.add_argument("--tasks", default=",".join(PAPER_TASKS), help="comma-separated tasks (local data)")
     p.add_argument("--limit", type=int, default=None, help="first N documents per task, full time extrapolated")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-batch-tokens", type=int, default=None, help=MAX_BATCH_TOKENS_HELP)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
     p.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16")
     p.set_defaults(func=cmd_bench_zeroshot)
@@ -431,7 +436,8 @@ def cmd_eval_zeroshot(a: argparse.Namespace) -> int:
     from lt2.report import provenance
 
     args = ZeroShotArgs(tasks=[t for t in a.tasks.split(",") if t], data=a.data, limit=a.limit,
-                        batch_size=a.batch_size, device=a.device, dtype=a.dtype, max_length=a.max_length)  # fmt: skip
+                        batch_size=a.batch_size, device=a.device, dtype=a.dtype, max_length=a.max_length,
+                        max_batch_tokens=a.max_batch_tokens)  # fmt: skip
     inputs = preflight(a.model_dir, a.tokenizer, args)  # bad inputs fail here, before any work
     with provenance.record([a.out], inputs=inputs, config={"eval_zeroshot": vars(args)}) as rec:
         record = run_zeroshot(a.model_dir, a.tokenizer, args, progress=not a.no_progress)
@@ -456,6 +462,7 @@ def _add_eval_zeroshot(evals) -> None:
     z.add_argument("--data", choices=DATA_SOURCES, default="local", help=data_help)
     z.add_argument("--limit", type=int, default=None, help="first N documents per task (default: all)")
     z.add_argument("--batch-size", type=int, default=16)
+    z.add_argument("--max-batch-tokens", type=int, default=None, help=MAX_BATCH_TOKENS_HELP)
     z.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
     z.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16")
     z.add_argument("--max-length", type=int, default=None, help="context capacity (default: training seq_len)")

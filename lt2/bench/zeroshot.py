@@ -15,7 +15,8 @@ sets: each task's requests per document (its number of choices) times its full d
 includes the first batches' kernel compilation and autotuning, so the extrapolation errs on the slow side;
 the first documents of a task need not have its average length, which the record also says.
 
-The record is the `lt2 eval zeroshot` record (per-task metrics, documents, requests, wall time) plus the
+The record is the `lt2 eval zeroshot` record (per-task metrics, documents, requests, wall time, and
+`scoring`: forwards, positions run, padding fraction, scored tokens, head rows, distinct contexts) plus the
 benchmark's settings and the estimate; it is written inside the provenance boundary (sidecar beside it).
 Recorded GPU runs live at `results/paper/bench/zeroshot/<recipe>.json`.
 """
@@ -115,6 +116,12 @@ def summary(record: dict[str, Any]) -> str:
     speed = f"{record['requests']} requests in {record['seconds']:.0f} s = {record['requests_per_s']:.1f} requests/s"
     device = record.get("gpu") or record["device"]
     lines.append(f"{speed} on {device}, {record['params'] / 1e9:.2f}B params {record['recipe']}")
+    sc = record.get("scoring")
+    if sc and sc["batches"]:
+        lines.append(
+            f"{sc['batches']} forwards of {sc['positions'] / sc['batches']:.0f} positions on average "
+            f"({sc['padding_fraction']:.1%} padding), head on {sc['head_rows']} scored of {sc['positions']} positions"
+        )
     est = record["full_estimate"]
     total = est["seconds"] if est else record["seconds"]
     what = f"full validation sets (estimated: {est['requests']} requests)" if est else "full validation sets"
