@@ -122,6 +122,11 @@ def summary(record: dict[str, Any]) -> str:
             f"{sc['batches']} forwards of {sc['positions'] / sc['batches']:.0f} positions on average "
             f"({sc['padding_fraction']:.1%} padding), head on {sc['head_rows']} scored of {sc['positions']} positions"
         )
+    if sc and "fixed_s_per_forward" in sc:
+        lines.append(
+            f"forward time ~ {sc['fixed_s_per_forward']:.3f} s + {sc['s_per_1k_positions']:.4f} s per 1k positions "
+            f"(first forward {sc['first_forward_s']:.1f} s, all scoring forwards {sc['scoring_s']:.0f} s)"
+        )
     est = record["full_estimate"]
     total = est["seconds"] if est else record["seconds"]
     what = f"full validation sets (estimated: {est['requests']} requests)" if est else "full validation sets"

@@ -32,6 +32,7 @@ sized from the request, so a model trained at 2048 can be evaluated at 4096.
 from __future__ import annotations
 
 import json
+import time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -85,6 +86,23 @@ def training_seq_len(model_dir: Path, max_seqlen: int) -> int:
     from lt2.eval.perplexity import training_data_args
 
     return int(training_data_args(model_dir).get("seq_len") or max_seqlen)
+
+
+def batch_time_fit(log: list[tuple[int, int, float]]) -> dict[str, float]:
+    """Least-squares seconds = fixed + per_position x (rows x width) over the scoring forwards after the
+    first (which pays compilation and autotuning): a large `fixed_s_per_forward` says the forwards are
+    bound by per-call overhead (launches, syncs) rather than by the positions they run."""
+    if not log:
+        return {}
+    out = {"first_forward_s": log[0][2], "scoring_s": sum(sec for _, _, sec in log)}
+    rest = [(rows * width, sec) for rows, width, sec in log[1:]]
+    if len(rest) >= 2:
+        n = len(rest)
+        mx, my = sum(x for x, _ in rest) / n, sum(y for _, y in rest) / n
+        sxx = sum((x - mx) ** 2 for x, _ in rest)
+        slope = sum((x - mx) * (y - my) for x, y in rest) / sxx if sxx > 0 else 0.0
+        out.update(fixed_s_per_forward=my - slope * mx, s_per_1k_positions=1000 * slope)
+    return out
 
 
 @register_model("lt2")
@@ -141,6 +159,7 @@ class LT2LM(TemplateLM):
         if self.max_batch_tokens is not None and self.max_batch_tokens < 1:
             raise ValueError(f"max_batch_tokens must be >= 1, got {max_batch_tokens}")
         self.stats = dict.fromkeys(STAT_KEYS, 0)
+        self.batch_log: list[tuple[int, int, float]] = []  # (rows, padded width, seconds) per scoring forward
 
     # ---------------------------------------------------------------- lm-eval plumbing
     @property
@@ -188,6 +207,7 @@ class LT2LM(TemplateLM):
         (`LoopedLM.forward(at=...)`: logits [N, V], not [B, T, V]); the per-request sums and greedy flags are
         reduced on the device and reach the host in one transfer per batch.
         """
+        start = time.perf_counter()
         rows = [self._sequence(ctx, cont) for ctx, cont in pairs]
         width = max(len(ids) for ids, _ in rows)
         tokens = torch.full((len(rows), width), self.tok.pad_id, dtype=torch.long)
@@ -215,6 +235,7 @@ class LT2LM(TemplateLM):
         stats["scored_tokens"] += len(row_of)
         stats["head_rows"] += logits.shape[0]
         stats["max_width"] = max(stats["max_width"], width)
+        self.batch_log.append((len(rows), width, time.perf_counter() - start))  # wall time, ends at the sync
         return [(s, m == 0) for s, m in zip(sums, missed, strict=True)]
 
     def batches(self, requests: list) -> list[list]:
@@ -273,6 +294,8 @@ class LT2LM(TemplateLM):
         s["padding_fraction"] = 1 - s["real_tokens"] / s["positions"] if s["positions"] else 0.0
         s["scored_fraction"] = s["scored_tokens"] / s["positions"] if s["positions"] else 0.0
         s["host_syncs"] = s["batches"]
+        s.update(batch_time_fit(self.batch_log))
+        s["batch_log"] = [[rows, width, round(sec, 5)] for rows, width, sec in self.batch_log]
         return s
 
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:

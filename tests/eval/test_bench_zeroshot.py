@@ -63,6 +63,7 @@ def test_cli_records_a_random_weight_recipe_model(tmp_path, tokenizer_dir, capsy
     scoring = record["scoring"]  # what the next GPU record shows: the work of the scoring forwards
     assert scoring["sequences"] == 12 and scoring["head_rows"] == scoring["scored_tokens"] < scoring["real_tokens"]
     assert 0 <= scoring["padding_fraction"] < 1 and scoring["contexts"] == 6
+    assert len(scoring["batch_log"]) == scoring["batches"] and scoring["first_forward_s"] > 0
     prov = json.loads(out.with_name(out.name + ".prov.json").read_text())
     assert prov["config"]["bench_zeroshot"]["model"]["loop_count"] == 1
     assert prov["config"]["bench_zeroshot"]["model"]["vocab_size"] == 300

@@ -133,3 +133,13 @@ def test_stats_count_contexts_and_what_sharing_them_would_save(tmp_path, tokeniz
     stats = lm.scoring_stats()
     assert stats["contexts"] == 1 and stats["sequences"] == 2
     assert stats["prefix_shared_tokens"] < stats["real_tokens"]
+
+
+def test_batch_time_fit_recovers_a_known_line():
+    from lt2.eval.harness import batch_time_fit
+
+    log = [(4, 100, 9.0)] + [(rows, width, 0.5 + 2e-3 * rows * width) for rows, width in [(2, 10), (4, 30), (8, 50)]]
+    fit = batch_time_fit(log)  # the first forward (compilation) is left out of the line
+    assert fit["first_forward_s"] == 9.0 and fit["scoring_s"] == pytest.approx(9.0 + 1.5 + 2e-3 * 540)
+    assert fit["fixed_s_per_forward"] == pytest.approx(0.5) and fit["s_per_1k_positions"] == pytest.approx(2.0)
+    assert batch_time_fit([]) == {}
