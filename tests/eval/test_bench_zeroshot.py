@@ -69,3 +69,13 @@ def test_cli_records_a_random_weight_recipe_model(tmp_path, tokenizer_dir, capsy
     assert prov["config"]["bench_zeroshot"]["model"]["vocab_size"] == 300
     assert {Path(i["path"]).name for i in prov["inputs"]} >= {"looped_pure_full.yaml", "_base.yaml"}
     assert "requests/s" in capsys.readouterr().out
+
+
+def test_warmup_once_counts_the_first_forward_once():
+    record = sampled({"copa": 4, "hellaswag": 5}, {"copa": 8, "hellaswag": 20}, seconds=12.0)
+    record["seconds"] = 12.0
+    record["scoring"] = {"batch_log": [[8, 50, 10.0], [20, 30, 2.0]]}  # 10 s of compilation, then 20 req in 2 s
+    est = extrapolate(record)
+    assert est["first_forward_s"] == 10.0
+    assert est["seconds_warmup_once"] == pytest.approx(10.0 + (40368 - 8) / 10.0)
+    assert est["seconds"] == pytest.approx(40368 / (28 / 12.0))  # the former estimate stays as it was
