@@ -430,7 +430,10 @@ def _zeroshot_args(a: argparse.Namespace, **extra):
     from lt2.eval.zeroshot import ZeroShotArgs
 
     return ZeroShotArgs(tasks=[t for t in a.tasks.split(",") if t], limit=a.limit, batch_size=a.batch_size,
-                        device=a.device, dtype=a.dtype, **extra)  # fmt: skip
+                        max_batch_tokens=a.max_batch_tokens, device=a.device, dtype=a.dtype, **extra)  # fmt: skip
+
+
+MAX_BATCH_TOKENS_HELP = "padded positions per forward at most (with a large --batch-size, short requests share one)"
 
 
 def _add_zeroshot_options(p: argparse.ArgumentParser, batch_size: int, limit_help: str) -> None:
@@ -439,6 +442,7 @@ def _add_zeroshot_options(p: argparse.ArgumentParser, batch_size: int, limit_hel
     p.add_argument("--tasks", default=",".join(PAPER_TASKS), help="comma-separated lm-eval task names")
     p.add_argument("--limit", type=int, default=None, help=limit_help)
     p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--max-batch-tokens", type=int, default=None, help=MAX_BATCH_TOKENS_HELP)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
     p.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16")
 

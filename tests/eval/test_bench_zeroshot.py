@@ -60,8 +60,22 @@ def test_cli_records_a_random_weight_recipe_model(tmp_path, tokenizer_dir, capsy
     assert {t: v["documents"] for t, v in record["tasks"].items()} == {"copa": 3, "piqa": 3}
     assert sum(v["requests"] for v in record["tasks"].values()) == record["requests"] == 12  # two choices each
     assert record["full_estimate"]["requests"] == 2 * (100 + 1838)
+    scoring = record["scoring"]  # what the next GPU record shows: the work of the scoring forwards
+    assert scoring["sequences"] == 12 and scoring["head_rows"] == scoring["scored_tokens"] < scoring["real_tokens"]
+    assert 0 <= scoring["padding_fraction"] < 1 and scoring["contexts"] == 6
+    assert len(scoring["batch_log"]) == scoring["batches"] and scoring["first_forward_s"] > 0
     prov = json.loads(out.with_name(out.name + ".prov.json").read_text())
     assert prov["config"]["bench_zeroshot"]["model"]["loop_count"] == 1
     assert prov["config"]["bench_zeroshot"]["model"]["vocab_size"] == 300
     assert {Path(i["path"]).name for i in prov["inputs"]} >= {"looped_pure_full.yaml", "_base.yaml"}
     assert "requests/s" in capsys.readouterr().out
+
+
+def test_warmup_once_counts_the_first_forward_once():
+    record = sampled({"copa": 4, "hellaswag": 5}, {"copa": 8, "hellaswag": 20}, seconds=12.0)
+    record["seconds"] = 12.0
+    record["scoring"] = {"batch_log": [[8, 50, 10.0], [20, 30, 2.0]]}  # 10 s of compilation, then 20 req in 2 s
+    est = extrapolate(record)
+    assert est["first_forward_s"] == 10.0
+    assert est["seconds_warmup_once"] == pytest.approx(10.0 + (40368 - 8) / 10.0)
+    assert est["seconds"] == pytest.approx(40368 / (28 / 12.0))  # the former estimate stays as it was
