@@ -138,18 +138,28 @@ def test_table_and_heatmap_read_the_records(tmp_path):
             path = tmp_path / budget / arm / f"T{loop}.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             spec = ARMS[arm]
+            # the last stage attempted: failed at n_max's next stage (n = 8 when none passed)
+            last = {"n": 2 * n_max if n_max else 8, "accuracy": 0.5 + loop / 100, "passed": False}
             path.write_text(json.dumps({"arm": arm, "label": spec.label, "hybrid": spec.hybrid, "loop_count": loop,
-                                        "n_max": n_max, "budget": budget, "stages_run": [8, 16, 32]}))  # fmt: skip
+                                        "n_max": n_max, "budget": budget, "stages_run": [8, 16, 32, 64],
+                                        "stages": [last], "chance": 0.5, "shortcut": 0.6}))  # fmt: skip
             paths.append(path)
         return paths
 
-    # the paper's outcomes stand beside a paper-budget run only (rows paper/<arm>), never beside a tiny one
-    rows = build_table("synthetic", records("paper"), "config/paper/synthetic.csv").set_index("recipe")
-    assert rows.loc["transformer", "n_max T=8"] == 32 and rows.loc["gdn_window", "n_max best T"] == 8
-    assert rows.loc["gdn_window", "paper n_max T=8 [paper]"] == 128
-    assert rows.loc["transformer", "paper n_max T=1 [paper]"] == 64
-    tiny = build_table("synthetic", records("tiny"), "config/paper/synthetic.csv")
-    assert not [c for c in tiny.columns if c.startswith("paper ")], list(tiny.columns)
+    # the paper's outcomes (rows paper/<arm>, the paper budget) stand beside every budget's rows
+    for budget in ("paper", "tiny"):
+        rows = build_table("synthetic", records(budget), "config/paper/synthetic.csv").set_index("recipe")
+        assert rows.loc["transformer", "n_max T=8"] == 32 and rows.loc["gdn_window", "n_max best T"] == 8
+        assert rows.loc["gdn_window", "paper n_max T=8"] == 128 and rows.loc["gdn_window", "paper n_max T=1"] == 32
+        assert rows.loc["transformer", "paper n_max T=1"] == 64 and rows.loc["transformer", "paper n_max best T"] == 64
+        assert not [c for c in rows.columns if c.endswith("]")], list(rows.columns)  # no same-scale matching
+        # how far each run got: the last stage attempted and its accuracy, against shortcut and chance
+        assert rows.loc["gdn_window", "last n T=1"] == 8 and rows.loc["gdn_window", "acc T=1"] == 0.51
+        assert rows.loc["transformer", "last n T=8"] == 64 and rows.loc["transformer", "acc T=8"] == 0.58
+        assert (rows["shortcut"] == 0.6).all() and (rows["chance"] == 0.5).all()
+    # paper columns that no row fills are left out (the paper states NSA arms' best T only)
+    only_t1 = [p for p in records("t1") if p.stem == "T1"]
+    assert "paper n_max T=8" not in build_table("synthetic", only_t1, "config/paper/synthetic.csv").columns
     paths = records("tiny")
     fig = build_figure("synthetic_heatmap", [*paths, "config/paper/synthetic.csv"])
     texts = [t.get_text() for t in fig.axes[0].texts]
