@@ -209,7 +209,7 @@ def test_table_and_heatmap_read_the_records(tmp_path):
         # how far each run got: the last stage attempted and its accuracy, against shortcut and chance
         assert rows.loc["gdn_window", "last n T=1"] == 8 and rows.loc["gdn_window", "acc T=1"] == 0.51
         assert rows.loc["transformer", "last n T=8"] == 64 and rows.loc["transformer", "acc T=8"] == 0.58
-        assert (rows["shortcut"] == 0.6).all() and (rows["chance"] == 0.5).all()
+        assert (rows["shortcut"] == 0.6).all() and (rows["chance"] == 0.5).all() and (rows["majority"] == 0.69).all()
     # paper columns that no row fills are left out (the paper states NSA arms' best T only)
     only_t1 = [p for p in records("t1") if p.stem == "T1"]
     assert "paper n_max T=8" not in build_table("synthetic", only_t1, "config/paper/synthetic.csv").columns
