@@ -46,7 +46,9 @@ class Entry:
              all under results/<name>/
     caption: one line (the LaTeX caption of a table)
     select:  recipe names the entry reads (an ablation's rows); None: every recipe of the run
-    paper:   a figure's: the table whose paper numbers (config/paper/<paper>.csv) it also reads; None: none
+    paper:   the table whose paper numbers (config/paper/<paper>.csv) `build` also reads, after the records,
+             and prints beside ours itself (a table's own name: its build replaces with_paper's
+             same-scale matching); None: none (tables: with_paper adds them)
     """
 
     build: Callable[[list[Path]], Any]

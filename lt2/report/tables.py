@@ -9,7 +9,8 @@ or `.../<scale>/<recipe>/<file>`, or a benchmark's own records) and returns one 
 Reproduced values stand next to the paper's: `config/paper/<table>.csv` holds the paper's numbers in long
 form (table, row, column, value, source) with rows named `<scale>/<recipe>` like the recipe files. A
 reproduced row is matched to paper rows of the same recipe AND scale only, in columns `paper <column> [<scale>]`;
-paper columns that no row fills are left out, so a tiny run shows no paper numbers at all.
+paper columns that no row fills are left out, so a tiny run shows no paper numbers at all. An entry that
+names a `paper` table (the synthetic one) reads that file among its inputs and prints the numbers itself.
 """
 
 from __future__ import annotations
@@ -246,7 +247,10 @@ TABLES: dict[str, Entry] = {
         train_throughput_table, bench_train_records, "Training throughput: tokens/s, MFU and peak memory"
     ),
     "synthetic": Entry(
-        synthetic_table, synthetic_records, "State tracking + recall: largest curriculum stage passed (Figure 9)"
+        synthetic_table,
+        synthetic_records,
+        "State tracking + recall: largest curriculum stage passed (Figure 9)",
+        paper="synthetic",  # the paper's outcomes beside every budget's (lt2.synth.report.synthetic_table)
     ),
     **{
         name: Entry(ablation_table(name), (ZEROSHOT, PPL), caption, select=ablation_recipes(name))
@@ -265,10 +269,15 @@ def build_table(name: str, inputs: list[str | Path], paper_csv: str | Path | Non
         raise ValueError(f"unknown table {name!r}; known tables: {', '.join(sorted(TABLES))}")
     if not inputs:
         raise ValueError(f"table {name!r} needs at least one input record")
-    df = TABLES[name].build([Path(p) for p in inputs])
+    entry = TABLES[name]
+    paths = [Path(p) for p in inputs]
+    if entry.paper is not None and paper_csv is not None:  # the build prints the paper's numbers itself
+        load_paper(paper_csv, entry.paper)  # checks the file (named rows, sources)
+        paths.append(Path(paper_csv))
+    df = entry.build(paths)
     # ablations list their settings in the paper's order; other tables sort by scale and recipe
-    df = df.sort_values(["scale"] if TABLES[name].select else ["scale", "recipe"], kind="stable")
-    if paper_csv is not None:
+    df = df.sort_values(["scale"] if entry.select else ["scale", "recipe"], kind="stable")
+    if paper_csv is not None and entry.paper is None:
         df = with_paper(df, load_paper(paper_csv, name))
     return df.reset_index(drop=True)
 

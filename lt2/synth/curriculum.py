@@ -41,7 +41,7 @@ from lt2.train.optim import build_optimizer, build_scheduler
 logger = logging.getLogger(__name__)
 
 EVAL_KEY = 1  # the purpose key of evaluation programs (training batches use 0)
-CHANCE, SHORTCUT = 0.5, 0.6  # reference accuracies (lt2.synth.task docstring)
+CHANCE, SHORTCUT, MAJORITY = 0.5, 0.6, 0.69  # reference accuracies (lt2.synth.task docstring)
 
 
 @dataclasses.dataclass
@@ -254,6 +254,7 @@ class Curriculum:
             "threshold": self.args.curriculum.threshold,
             "chance": CHANCE,
             "shortcut": SHORTCUT,
+            "majority": MAJORITY,
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "device": str(self.device),
         }

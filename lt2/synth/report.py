@@ -1,7 +1,8 @@
 """The synthetic study's table and figure (registered in lt2.report.tables.TABLES / lt2.report.figures.FIGURES).
 
-Inputs: the `lt2 synth run` records (one JSON per arm and loop count); the figure also takes the paper's
-numbers (config/paper/synthetic.csv, rows `paper/<arm>`: the paper budget, columns `n_max T=<t>` and `n_max best T`).
+Inputs: the `lt2 synth run` records (one JSON per arm and loop count); both also take the paper's numbers
+(config/paper/synthetic.csv, rows `paper/<arm>`: the paper budget, columns `n_max T=<t>` and `n_max best T`),
+which their registry entries name (`Entry.paper`), and print them beside ours.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from lt2.synth.arms import ARMS
-from lt2.synth.curriculum import CHANCE, SHORTCUT
+from lt2.synth.curriculum import CHANCE, MAJORITY, SHORTCUT
 
 
 def read_records(inputs: list[Path]) -> list[dict]:
@@ -27,21 +28,46 @@ def read_records(inputs: list[Path]) -> list[dict]:
     return records
 
 
+def _last_stage(record: dict) -> tuple[float, float]:
+    """(n, accuracy) of the last stage a run attempted (its last evaluation there); NaNs if none ran."""
+    stages = record.get("stages") or []
+    if not stages:
+        return math.nan, math.nan
+    return float(stages[-1]["n"]), float(stages[-1]["accuracy"])
+
+
 def synthetic_table(inputs: list[Path]) -> pd.DataFrame:
     """Largest curriculum stage n_max (n = m) passed at eval accuracy >= 0.90, per arm and loop count T.
 
-    0 means no stage passed. `n_max best T` is the largest over the loop counts run; the paper's Figure 9
-    outcomes stand beside (where its text states them).
+    0 means no stage passed. `n_max best T` is the largest over the loop counts run. Per T, `last n T=<t>` is
+    the last stage attempted and `acc T=<t>` the accuracy of its last evaluation, so a run that passes no
+    stage still says how far it got, against the `majority` (~0.69), `shortcut` (~0.6) and `chance` levels.
+    A .csv input is the paper's numbers (config/paper/synthetic.csv, rows `paper/<arm>`, the paper budget):
+    its Figure 9 outcomes stand beside ours as `paper n_max T=<t>` / `paper n_max best T`, whatever budget
+    ours ran (columns without any paper number are left out).
     """
+    records = read_records([p for p in inputs if Path(p).suffix != ".csv"])
+    paper = _paper_values([p for p in inputs if Path(p).suffix == ".csv"])
     rows: dict[tuple[str, str], dict] = {}
-    for r in read_records(inputs):
+    for r in records:
         row = rows.setdefault((r["budget"], r["arm"]), {"recipe": r["arm"], "scale": r["budget"],
                                                         "arm": r["label"], "hybrid": r["hybrid"]})  # fmt: skip
-        row[f"n_max T={r['loop_count']}"] = r["n_max"]
+        t = r["loop_count"]
+        row[f"n_max T={t}"] = r["n_max"]
+        row[f"last n T={t}"], row[f"acc T={t}"] = _last_stage(r)
+        row["majority"], row["shortcut"], row["chance"] = (r.get("majority", MAJORITY), r.get("shortcut", SHORTCUT),
+                                                           r.get("chance", CHANCE))  # fmt: skip
     df = pd.DataFrame(list(rows.values()))
-    per_t = sorted((c for c in df.columns if c.startswith("n_max T=")), key=lambda c: int(c.split("=")[1]))
+    loops = sorted({r["loop_count"] for r in records})
+    per_t = [f"n_max T={t}" for t in loops]
     df["n_max best T"] = df[per_t].max(axis=1)
-    return df[["recipe", "scale", "arm", "hybrid", *per_t, "n_max best T"]]
+    paper_cols = [f"paper {c}" for c in [*per_t, "n_max best T"]]
+    for column in paper_cols:
+        df[column] = [paper.get((arm, column.removeprefix("paper ")), math.nan) for arm in df["recipe"]]
+    paper_cols = [c for c in paper_cols if df[c].notna().any()]
+    progress = [c for t in loops for c in (f"last n T={t}", f"acc T={t}")]
+    return df[["recipe", "scale", "arm", "hybrid", *per_t, "n_max best T", *paper_cols, *progress, "majority",
+               "shortcut", "chance"]]  # fmt: skip
 
 
 def _paper_values(paper_csvs: list[Path]) -> dict[tuple[str, str], float]:
@@ -95,7 +121,7 @@ def synthetic_heatmap(inputs: list[Path]):
     bar.set_label("n_max (n = m)")
     ax.set_title(
         f"state tracking + recall ({', '.join(budgets)} budget)\npass: accuracy >= 0.90\n"
-        f"chance {CHANCE}, shortcut (initial address) ~{SHORTCUT}",
+        f"chance {CHANCE}, shortcut (initial address) ~{SHORTCUT}, majority of pointed-to bits ~{MAJORITY}",
         fontsize="small",
     )
     return fig

@@ -58,8 +58,10 @@ def test_synthetic_records_and_the_heatmaps_paper_file():
                 "synthetic/gdn/T8.json"]  # fmt: skip
     assert TABLES["synthetic"].record_paths(config, ["tiny/a"]) == expected
     assert FIGURES["synthetic_heatmap"].record_paths(config, ["tiny/a"]) == expected
-    # the heatmap prints the paper's outcomes: its rule adds config/paper/synthetic.csv; other figures read none
+    # the heatmap prints the paper's outcomes: its rule adds config/paper/synthetic.csv; other figures read none;
+    # the table prints them itself too (beside every budget's rows), other tables through with_paper
     assert FIGURES["synthetic_heatmap"].paper == "synthetic" and FIGURES["training_curve"].paper is None
+    assert TABLES["synthetic"].paper == "synthetic" and TABLES["lm"].paper is None
     assert (REPO / "config" / "paper" / f"{FIGURES['synthetic_heatmap'].paper}.csv").is_file()
     with pytest.raises(ValueError, match=r"synthetic\.arms"):
         synthetic_records({"synthetic": {"arms": [], "loop_counts": [1]}})

@@ -91,6 +91,15 @@ def test_shortcut_scores_about_six_in_ten():
     assert abs(p.answer.mean() - 0.5) < 0.02  # fair bits: chance is 0.5
 
 
+def test_majority_of_the_pointed_to_bits_scores_about_seven_in_ten():
+    """The best no-tracking baseline: the answer is one of the five pointed-to bits, so their majority is right
+    with probability E[max(k, 5 - k)] / 5 = 110/160 for k ~ Binomial(5, 1/2), at every program length."""
+    for n in (8, 64):
+        p = sample_programs(program_rng(4, n), 10_000, n, n, reveals=False, strict_share=1.0)
+        accuracy = (p.majority == p.answer).mean()
+        assert abs(accuracy - 110 / 160) < 0.02, (n, accuracy)
+
+
 def test_padding_to_the_longest_program_keeps_tokens_and_targets():
     p = sample_programs(program_rng(6), 64, 8, 8, reveals=True, strict_share=0.0)
     p.spacing[:] = 1  # a reveal after every line: the longest programs
