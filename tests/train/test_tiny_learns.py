@@ -1,8 +1,11 @@
-"""The tiny default learns real structure: two rows (the Looped Transformer and the Full+GDN flagship),
-trained with their committed tiny recipes on Shakespeare, end far below a unigram model of the same data
-on the validation tokens. That they also beat the bigram baseline is what the issue asked for and what
-this budget does not reach (about 1M tokens per row would be needed, ten times the tiny budget); that
-check is recorded as an expected failure, so it turns into a failure to notice once it starts passing.
+"""The tiny default learns real structure: two rows (the Looped Transformer and its non-looped baseline,
+the two cheapest rows of the default), trained with their committed tiny recipes (300 steps of 8 x 128
+tokens) on Shakespeare, end far below a unigram model of the same data and below a Kneser-Ney bigram
+counted on all of its training chunks, on the validation tokens. Measured (validation loss of the trainer on
+8k tokens, nats; bigram 3.74, PPL 42.3): looped_pure_full 3.60, baseline_transformer 3.56, and, too slow for
+this test (2.5-4 min of CPU each), looped_pure_window 3.61, looped_pure_gdn 3.49 (looped_pure_mamba2 3.50,
+looped_hybrid_gdn_4to1 3.57, looped_hybrid_ratio_1to1 3.52 with lr_min_ratio 0.01, where the others were
+0.03-0.07 higher). About 3 minutes of CPU (4.6 under load).
 
 Minutes on a CPU:  pytest -m slow tests/train/test_tiny_learns.py
 """
@@ -25,7 +28,7 @@ from lt2.eval.perplexity import build_stream, read_documents
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-ROWS = ("looped_pure_full", "looped_hybrid_gdn_4to1")
+ROWS = ("looped_pure_full", "baseline_transformer")
 MAX_TOKENS = 20_000  # as config/config.yaml eval.ppl.max_tokens
 
 
@@ -87,10 +90,6 @@ def test_every_row_is_far_below_the_unigram_model(trained):
         assert nll < unigram - 0.5, f"{row}: {math.exp(nll):.1f} vs unigram {math.exp(unigram):.1f}"
 
 
-BIGRAM_GAP = "the tiny budget (102k tokens per row) does not reach a bigram counted on the whole corpus"
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=BIGRAM_GAP)
 def test_every_row_beats_the_bigram_baseline(trained):
     for row, nll in trained["rows"].items():
         assert nll < trained["bigram"], f"{row}: {math.exp(nll):.1f} vs bigram {math.exp(trained['bigram']):.1f}"
