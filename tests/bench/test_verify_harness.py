@@ -16,7 +16,18 @@ import math
 import pytest
 import torch
 
-from lt2.bench.verify import FACTOR, MIN_FLOOR, Check, check_cases, rows, tolerance, verify_case, worst_gradient
+from lt2.bench.verify import (
+    CASES,
+    FACTOR,
+    HEAVY_FIRST,
+    MIN_FLOOR,
+    Check,
+    check_cases,
+    rows,
+    tolerance,
+    verify_case,
+    worst_gradient,
+)
 from lt2.testing import tiny_args, tiny_model
 
 
@@ -63,3 +74,8 @@ def test_backward_row_is_the_parameter_with_the_worst_ratio():
 def test_unknown_case_names_the_valid_ones():
     with pytest.raises(ValueError, match=r"unknown case\(s\) \['gdnn'\]; valid: full, window"):
         check_cases(["gdnn"])
+
+
+def test_heavy_first_names_only_real_cases():
+    # a misspelt entry would silently lose its place at the front of the queue
+    assert set(HEAVY_FIRST) <= set(CASES) and len(set(HEAVY_FIRST)) == len(HEAVY_FIRST)
