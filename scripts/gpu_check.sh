@@ -5,7 +5,7 @@
 #
 #   verify      lt2 verify-kernels over every case -> results/paper/numerics/kernels.csv (+ .prov.json)
 #   pytest      pytest -m gpu
-#   throughput  lt2 bench throughput, compile and graph engines, the five 1.3B rows at a reduced grid
+#   throughput  lt2 bench throughput, compile and graph engines, the five 1.3B rows at batch 8, 1k context
 #               -> results/paper/bench/1B/throughput_compile_check.csv
 #
 # LT2_VERIFY_JOBS (cases at once, default 6), LT2_PYTEST_ARGS (test paths, default tests/gpu) and
@@ -47,7 +47,7 @@ for part in "${parts[@]}"; do
                 --tb=short --durations=15 ${LT2_PYTEST_ARGS:-tests/gpu} ;;
         throughput)
             run_part throughput "${LT2_THROUGHPUT_LIMIT:-240}" python3 -m lt2.cli bench throughput \
-                config/recipes/1B/{looped_pure_full,looped_pure_gdn,looped_hybrid_gdn_4to1,looped_hybrid_gdn_dsa,looped_pure_window}.yaml --batch 1,8 --ctx 1k,8k --decode-steps 16 --engines graph,compile \
+                config/recipes/1B/{looped_pure_full,looped_pure_gdn,looped_hybrid_gdn_4to1,looped_hybrid_gdn_dsa,looped_pure_window}.yaml --batch 8 --ctx 1k --decode-steps 16 --engines graph,compile \
                 --out results/paper/bench/1B/throughput_compile_check.csv
             cp results/paper/bench/1B/throughput_compile_check.csv* "$OUT/" 2>/dev/null ;;
         *) echo "unknown part $part (valid: verify, pytest, throughput)"; exit 2 ;;
