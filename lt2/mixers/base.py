@@ -168,12 +168,16 @@ class ShortConv(nn.Module):
         history = cache.to(x.dtype) if cache is not None else x.new_zeros(B, k - 1, C)
         xx = torch.cat([history, x], dim=1)  # [B, k-1+T, C]
         offsets = doc_offsets(cu_seqlens, T) if cu_seqlens is not None else None
-        y = x * self.weight[:, -1]
+        # Taps summed in at least fp32, the result in the input's dtype (as fla's conv kernel does): under bf16
+        # autocast the fp32 weight would otherwise turn q/k/v into fp32 for everything downstream.
+        acc = torch.promote_types(x.dtype, torch.float32)
+        weight = self.weight.to(acc)
+        y = x.to(acc) * weight[:, -1]
         for shift in range(1, k):
-            tap = xx[:, k - 1 - shift : k - 1 - shift + T] * self.weight[:, -1 - shift]
+            tap = xx[:, k - 1 - shift : k - 1 - shift + T].to(acc) * weight[:, -1 - shift]
             if offsets is not None:  # drop taps that reach into the previous document
-                tap = tap * (offsets >= shift)[None, :, None].to(tap.dtype)
+                tap = tap * (offsets >= shift)[None, :, None].to(acc)
             y = y + tap
         if cache is not None:
             cache.copy_(xx[:, T:])
-        return F.silu(y) if self.activation else y
+        return (F.silu(y) if self.activation else y).to(x.dtype)
