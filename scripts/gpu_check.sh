@@ -8,13 +8,13 @@
 #   throughput  lt2 bench throughput, compile and graph engines, the five 1.3B rows at batch 8, 1k context
 #               -> results/paper/bench/1B/throughput_compile_check.csv
 #
-# LT2_VERIFY_JOBS (cases at once, default 6), LT2_PYTEST_ARGS (test paths, default tests/gpu) and
+# LT2_VERIFY_JOBS (cases at once, default 4), LT2_PYTEST_ARGS (test paths, default tests/gpu) and
 # LT2_<PART>_LIMIT (seconds) adjust a part. Logs and results are copied to $OUT when it is set (the device machine's return folder). The last lines
 # printed are a summary: one line per part with its exit status and wall time.
 set -o pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-$(mktemp -d)}
-JOBS=${LT2_VERIFY_JOBS:-6}
+JOBS=${LT2_VERIFY_JOBS:-4}
 parts=("$@")
 [[ ${#parts[@]} -gt 0 ]] || parts=(verify pytest)
 summary=()

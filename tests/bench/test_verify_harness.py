@@ -17,11 +17,13 @@ import pytest
 import torch
 
 from lt2.bench.verify import (
+    ALONE,
     CASES,
     FACTOR,
-    HEAVY_FIRST,
+    LONGEST_FIRST,
     MIN_FLOOR,
     Check,
+    case_args,
     check_cases,
     rows,
     tolerance,
@@ -76,6 +78,15 @@ def test_unknown_case_names_the_valid_ones():
         check_cases(["gdnn"])
 
 
-def test_heavy_first_names_only_real_cases():
-    # a misspelt entry would silently lose its place at the front of the queue
-    assert set(HEAVY_FIRST) <= set(CASES) and len(set(HEAVY_FIRST)) == len(HEAVY_FIRST)
+def test_scheduling_lists_name_only_real_cases():
+    # a misspelt entry would silently lose its place (and a DSA case run beside others, out of memory)
+    for names in (ALONE, LONGEST_FIRST):
+        assert set(names) <= set(CASES) and len(set(names)) == len(names)
+    assert not set(ALONE) & set(LONGEST_FIRST)
+
+
+@pytest.mark.parametrize("pattern", ["dsa", "interleave:1:1:gdn:dsa"])
+def test_dsa_cases_select_fewer_keys_than_the_sequence_has(pattern):
+    # at top-k >= T every query would keep every key, and the selection would go unchecked
+    args = case_args(pattern, "config/recipes", 2048)
+    assert args.dsa.topk == 512 and args.n_layers == 2 and args.max_seqlen == 2048
