@@ -17,20 +17,26 @@ REPO = Path(__file__).parents[1]
 SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
 CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 
-# schema key -> (command line with its required arguments, destination of the flag the rule passes it to)
+# the command lines the rules call, with their required arguments
+SHUFFLE = "data shuffle --input i --out o --dataset d --nchunks 1 --seed 0"
+PPL = "eval ppl m --data d --tokenizer t --out o"
+ZEROSHOT = "eval zeroshot m --out o"
+THROUGHPUT = "bench throughput r.yaml --out o.csv"
+TRAIN = "bench train r.yaml"
+# schema key -> (command line, destination of the flag the rule passes it to)
 FLAGS = {
-    "shuffle.memory_mb": ("data shuffle --input i --out o --dataset d --nchunks 1 --seed 0", "memory_mb"),
-    "shuffle.val_docs": ("data shuffle --input i --out o --dataset d --nchunks 1 --seed 0", "val_docs"),
-    "eval.ppl.batch_size": ("eval ppl m --data d --tokenizer t --out o", "batch_size"),
-    "eval.ppl.seq_len": ("eval ppl m --data d --tokenizer t --out o", "seq_len"),
-    "eval.ppl.stride": ("eval ppl m --data d --tokenizer t --out o", "stride"),
-    "eval.zeroshot.batch_size": ("eval zeroshot m --out o", "batch_size"),
-    "eval.zeroshot.data": ("eval zeroshot m --out o", "data"),
-    "bench.throughput.batch": ("bench throughput r.yaml --out o.csv", "batch"),
-    "bench.throughput.ctx": ("bench throughput r.yaml --out o.csv", "ctx"),
-    "bench.throughput.decode_steps": ("bench throughput r.yaml --out o.csv", "decode_steps"),
-    "bench.train.steps": ("bench train r.yaml", "steps"),
-    "bench.train.warmup": ("bench train r.yaml", "warmup"),
+    "shuffle.memory_mb": (SHUFFLE, "memory_mb"),
+    "shuffle.val_docs": (SHUFFLE, "val_docs"),
+    "eval.ppl.batch_size": (PPL, "batch_size"),
+    "eval.ppl.seq_len": (PPL, "seq_len"),
+    "eval.ppl.stride": (PPL, "stride"),
+    "eval.zeroshot.batch_size": (ZEROSHOT, "batch_size"),
+    "eval.zeroshot.data": (ZEROSHOT, "data"),
+    "bench.throughput.batch": (THROUGHPUT, "batch"),
+    "bench.throughput.ctx": (THROUGHPUT, "ctx"),
+    "bench.throughput.decode_steps": (THROUGHPUT, "decode_steps"),
+    "bench.train.steps": (TRAIN, "steps"),
+    "bench.train.warmup": (TRAIN, "warmup"),
 }
 
 

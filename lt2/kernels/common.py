@@ -6,9 +6,26 @@ Shapes: B batch, T tokens, H heads, K key dim, V value dim, N sequences (B, or s
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+
+
+def lazy_attributes(namespace: dict[str, Any], module: str, names: tuple[str, ...]) -> Callable[[str], Any]:
+    """A package's module-level `__getattr__` (PEP 562) that imports `names` from `module` on first use, so
+    that a CPU-only install without triton can import the package. The value is kept in the package's
+    namespace: later look-ups are plain attributes, which torch.compile traces without a graph break."""
+
+    def __getattr__(name: str) -> Any:
+        if name in names:
+            value = namespace[name] = getattr(importlib.import_module(module), name)
+            return value
+        raise AttributeError(f"module {namespace['__name__']!r} has no attribute {name!r}")
+
+    return __getattr__
 
 
 def compute_dtype(x: torch.Tensor) -> torch.dtype:

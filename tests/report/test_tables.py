@@ -25,25 +25,6 @@ def test_recipe_id_from_the_workflow_layout():
     assert recipe_id("results/t/train/tiny/lt2_gdn/metrics.jsonl") == ("tiny", "lt2_gdn")
 
 
-def test_lm_table_puts_paper_values_only_on_rows_of_their_scale(tmp_path):
-    inputs = [ppl_record(tmp_path / "eval/ppl/tiny/b.json", 30.0), ppl_record(tmp_path / "eval/ppl/1B/a.json", 20.0),
-              ppl_record(tmp_path / "eval/ppl/tiny/a.json", 25.0)]  # fmt: skip
-    paper = tmp_path / "lm.csv"
-    paper.write_text(
-        "table,row,column,value,source\n"
-        "lm,1B/a,wiki_ppl,15.5,Table 2\n"
-        "lm,600M/a,wiki_ppl,18.25,Table 2\n"
-        "other,1B/a,acc,40,Table 3\n"
-    )
-    df = build_table("lm", inputs, paper)
-    assert list(zip(df["scale"], df["recipe"], strict=True)) == [("1B", "a"), ("tiny", "a"), ("tiny", "b")]
-    assert df.loc[0, "paper wiki_ppl [1B]"] == 15.5 and df["paper wiki_ppl [1B]"].isna().sum() == 2
-    assert "paper wiki_ppl [600M]" not in df.columns  # no 600M row: its paper column is left out
-    assert "paper acc [1B]" not in df.columns  # another table's rows stay out
-    tiny_only = build_table("lm", inputs[:1], paper)
-    assert not [c for c in tiny_only.columns if c.startswith("paper")]  # a tiny run shows no paper numbers
-
-
 def test_lm_table_puts_paper_values_beside_rows_of_their_own_scale_only(tmp_path):
     inputs = [
         ppl_record(tmp_path / "eval/ppl/1B/b.json", 30.0),

@@ -9,19 +9,11 @@ Layout q [B, H, D], cache [B, S, Hkv, D] as in fla; the math is in README.md bes
 
 from __future__ import annotations
 
-import importlib
-
+from lt2.kernels.common import lazy_attributes
 from lt2.kernels.decode_attention.naive import naive_decode_attention, visible_keys
 
 _TRITON = ("decode_attention", "default_num_splits")
-
-
-def __getattr__(name: str):
-    if name in _TRITON:
-        # kept in the namespace: later look-ups are plain attributes, which torch.compile traces without a break
-        value = globals()[name] = getattr(importlib.import_module("lt2.kernels.decode_attention.split_kv"), name)
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(globals(), "lt2.kernels.decode_attention.split_kv", _TRITON)
 
 
 __all__ = ["decode_attention", "default_num_splits", "naive_decode_attention", "visible_keys"]

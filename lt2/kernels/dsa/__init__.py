@@ -10,20 +10,12 @@ Layout [B, T, H, D] as in fla; the math is in README.md beside this file.
 
 from __future__ import annotations
 
-import importlib
-
+from lt2.kernels.common import lazy_attributes
 from lt2.kernels.dsa.indexer import index_kl, index_scores_backward, index_topk, inject_index_grad
 from lt2.kernels.dsa.naive import naive_index_scores, naive_selected_probs, naive_sparse_attention
 
 _TRITON = ("parallel_selected_probs", "parallel_sparse_attention")
-
-
-def __getattr__(name: str):
-    if name in _TRITON:
-        # kept in the namespace: later look-ups are plain attributes, which torch.compile traces without a break
-        value = globals()[name] = getattr(importlib.import_module("lt2.kernels.dsa.parallel"), name)
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(globals(), "lt2.kernels.dsa.parallel", _TRITON)
 
 
 __all__ = [

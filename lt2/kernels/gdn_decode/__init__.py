@@ -10,20 +10,11 @@ The math is in README.md beside this file.
 
 from __future__ import annotations
 
-import importlib
-
+from lt2.kernels.common import lazy_attributes
 from lt2.kernels.gdn_decode.inputs import GDNDecodeStep
 from lt2.kernels.gdn_decode.naive import naive_gdn_decode_step
 
-_TRITON = ("fused_gdn_decode_step",)
-
-
-def __getattr__(name: str):
-    if name in _TRITON:
-        # kept in the namespace: later look-ups are plain attributes, which torch.compile traces without a break
-        value = globals()[name] = getattr(importlib.import_module("lt2.kernels.gdn_decode.fused"), name)
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(globals(), "lt2.kernels.gdn_decode.fused", ("fused_gdn_decode_step",))
 
 
 __all__ = ["GDNDecodeStep", "fused_gdn_decode_step", "naive_gdn_decode_step"]
