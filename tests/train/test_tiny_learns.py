@@ -1,11 +1,12 @@
 """The tiny default learns real structure: two rows (the Looped Transformer and its non-looped baseline,
-the two cheapest rows of the default), trained with their committed tiny recipes (300 steps of 8 x 128
-tokens) on Shakespeare, end far below a unigram model of the same data and below a Kneser-Ney bigram
-counted on all of its training chunks, on the validation tokens. Measured (validation loss of the trainer on
-8k tokens, nats; bigram 3.74, PPL 42.3): looped_pure_full 3.60, baseline_transformer 3.56, and, too slow for
-this test (2.5-4 min of CPU each), looped_pure_window 3.61, looped_pure_gdn 3.49 (looped_pure_mamba2 3.50,
-looped_hybrid_gdn_4to1 3.57, looped_hybrid_ratio_1to1 3.52 with lr_min_ratio 0.01, where the others were
-0.03-0.07 higher). About 3 minutes of CPU (4.6 under load).
+the two cheapest rows of the default), trained with their committed tiny recipes (660 steps of 4 x 128
+tokens) on Tiny Shakespeare split into speeches, end far below a unigram model of the same data and well
+below a Kneser-Ney bigram counted on all of its training chunks, on the validation tokens the perplexity
+command scores. This split's bigram counts 0.55M token pairs, the tiny DAG's 2.5M (1.6x and 7x the tokens
+a row is trained on), so beating it is the weaker test: the rows must end BIGRAM_MARGIN nats below it.
+Measured (nats; bigram 3.745, PPL 42.3): looped_pure_full 3.458 (PPL 31.7), baseline_transformer 3.449
+(31.5); the former budget (300 steps of 8 x 128, tied head) ended about 0.15 nats below this bigram and
+did not beat the DAG's. About 3.5 minutes of CPU (measured under load).
 
 Minutes on a CPU:  pytest -m slow tests/train/test_tiny_learns.py
 """
@@ -30,6 +31,7 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 ROWS = ("looped_pure_full", "baseline_transformer")
 MAX_TOKENS = 20_000  # as config/config.yaml eval.ppl.max_tokens
+BIGRAM_MARGIN = 0.2  # nats: 18% lower perplexity than this split's bigram
 
 
 def lt2(*args: str, timeout: float = 900) -> None:
@@ -92,4 +94,5 @@ def test_every_row_is_far_below_the_unigram_model(trained):
 
 def test_every_row_beats_the_bigram_baseline(trained):
     for row, nll in trained["rows"].items():
-        assert nll < trained["bigram"], f"{row}: {math.exp(nll):.1f} vs bigram {math.exp(trained['bigram']):.1f}"
+        bigram = trained["bigram"]
+        assert nll < bigram - BIGRAM_MARGIN, f"{row}: {math.exp(nll):.1f} vs bigram {math.exp(bigram):.1f}"
