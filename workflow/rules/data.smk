@@ -3,6 +3,7 @@
 
 
 rule download:
+    priority: CRITICAL_PATH
     output:
         directory(data_path("raw/{dataset}")),
     log:
@@ -20,6 +21,7 @@ rule download:
 
 
 rule shuffle:
+    priority: CRITICAL_PATH
     input:
         rules.download.output,
     output:

@@ -3,6 +3,7 @@
 
 
 rule tokenizer:
+    priority: CRITICAL_PATH
     input:
         tokenizer_inputs,
     output:

@@ -5,6 +5,7 @@
 
 
 rule train:
+    priority: CRITICAL_PATH
     input:
         recipe=recipe_file,
         bases=recipe_bases,
