@@ -58,8 +58,8 @@ def log_path(path):
 CHUNK_IDS = [f"{i:02d}" for i in range(config["shuffle"]["nchunks"])]
 # Priority of the chain to the trainings (download -> shuffle -> tokenizer -> train), the DAG's longest: it
 # starts as soon as it can and the other jobs (the synthetic curriculum, model costs) fill the cores around it.
-# Left to Snakemake's own choice, 32 synthetic jobs ran ahead of the shuffle and the tiny DAG took 3.5
-# minutes longer on 2 cores.
+# (Priority orders the jobs that fit the free cores; it reserves none, so the local profile runs the shuffle
+# and the tokenizer on one thread each.)
 CRITICAL_PATH = 1
 TOKENIZER_DIR = data_path("tokenizer")
 
