@@ -14,7 +14,8 @@ from lt2.kernels.common import lazy_attributes
 from lt2.kernels.gdn_decode.inputs import GDNDecodeStep
 from lt2.kernels.gdn_decode.naive import naive_gdn_decode_step
 
-__getattr__ = lazy_attributes(globals(), "lt2.kernels.gdn_decode.fused", ("fused_gdn_decode_step",))
+_TRITON = ("fused_gdn_decode_step",)
+__getattr__ = lazy_attributes(globals(), "lt2.kernels.gdn_decode.fused", _TRITON)
 
 
 __all__ = ["GDNDecodeStep", "fused_gdn_decode_step", "naive_gdn_decode_step"]
