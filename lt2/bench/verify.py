@@ -311,8 +311,9 @@ def run_verify(
         print(f"again, one at a time (out of memory beside other cases): {', '.join(retry)}", flush=True)
         done = [case for case in done if case[0].pattern not in retry]
     alone = [p for p in patterns if p in ALONE] + retry
-    with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
-        done += pool.map(_verify_star, [(p, recipes_dir, batch, seq_len) for p in alone])
+    if alone:
+        with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
+            done += pool.map(_verify_star, [(p, recipes_dir, batch, seq_len) for p in alone])
     order = {p: i for i, p in enumerate(patterns)}
     return [c for case in sorted(done, key=lambda case: order[case[0].pattern]) for c in case]
 
