@@ -22,7 +22,7 @@ from lt2.kernels import backend
 from lt2.kernels import decode_attention as decode_kernels  # Triton loads on first use
 from lt2.kernels.flex import flex_causal_attention
 from lt2.mixers.base import SeqInfo, mean_visible_keys
-from lt2.model.layers import apply_rope, rope_frequencies
+from lt2.model.layers import rope_frequencies, rotate
 from lt2.model.pattern import MixerSpec
 
 
@@ -99,7 +99,8 @@ class Attention(nn.Module):
         q = self.wq(x).view(B, T, self.n_heads, self.head_dim)
         k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim)
         v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim)
-        q, k = apply_rope(q, seq.positions, self.inv_freq), apply_rope(k, seq.positions, self.inv_freq)
+        cos, sin = seq.rope(self.inv_freq, self.rope_theta)
+        q, k = rotate(q, cos, sin), rotate(k, cos, sin)
         if cache is None:
             o = self._attend_uncached(q, k, v, seq, spec.window)
         elif cache.slot_of is None:

@@ -46,7 +46,7 @@ from lt2.kernels.dsa import (
 )
 from lt2.mixers.attention import visibility
 from lt2.mixers.base import SeqInfo, doc_offsets, mean_visible_keys
-from lt2.model.layers import apply_rope, rope_frequencies
+from lt2.model.layers import apply_rope, rope_frequencies, rotate
 from lt2.model.pattern import MixerSpec
 
 
@@ -134,7 +134,8 @@ class DeepSeekSparseAttention(nn.Module):
         q = self.wq(x).view(B, T, self.n_heads, self.head_dim)
         k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim)
         v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim)
-        q, k = apply_rope(q, seq.positions, self.inv_freq), apply_rope(k, seq.positions, self.inv_freq)
+        cos, sin = seq.rope(self.inv_freq, self.rope_theta)
+        q, k = rotate(q, cos, sin), rotate(k, cos, sin)
         q_index, k_index, w_index = self._indexer(x, seq.positions)
 
         doc = None  # [Tk] first slot of each key's packed document

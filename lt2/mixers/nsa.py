@@ -33,7 +33,7 @@ from lt2.kernels import backend
 from lt2.kernels.nsa import fla_nsa, fla_nsa_unsupported, naive_nsa
 from lt2.mixers.attention import visibility
 from lt2.mixers.base import SeqInfo, doc_offsets, mean_visible_keys
-from lt2.model.layers import apply_rope, rope_frequencies
+from lt2.model.layers import rope_frequencies, rotate
 from lt2.model.pattern import MixerSpec
 
 
@@ -100,7 +100,8 @@ class NativeSparseAttention(nn.Module):
         q = self.wq(x).view(B, T, self.n_heads, self.head_dim)
         k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim)
         v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim)
-        q, k = apply_rope(q, seq.positions, self.inv_freq), apply_rope(k, seq.positions, self.inv_freq)
+        cos, sin = seq.rope(self.inv_freq, self.rope_theta)
+        q, k = rotate(q, cos, sin), rotate(k, cos, sin)
         gates = torch.sigmoid(self.wgates(x)).view(B, T, self.n_heads, 3).unbind(-1)  # g_cmp, g_slc, g_swa
 
         fresh = cache is None or (T > 1 and seq.host_cache_len == T)  # whole sequences (from slot 0): fla runs them

@@ -21,7 +21,7 @@ from torch import nn
 from lt2.mixers.base import SeqInfo, ShortConv
 from lt2.mixers.gla import GatedLinearMixer, GLACache
 from lt2.mixers.norms import GatedRMSNorm
-from lt2.model.layers import apply_rope, rope_frequencies
+from lt2.model.layers import rope_frequencies, rotate
 from lt2.model.pattern import MixerSpec
 
 
@@ -63,8 +63,8 @@ class RetNet(GatedLinearMixer):
         B, T, _ = x.shape
         H, Dk, Dv = self.n_heads, self.head_k_dim, self.head_v_dim
         q, k, v = self.convolve((self.q_proj(x), self.k_proj(x), self.v_proj(x)), seq, cache)
-        q = apply_rope(q.view(B, T, H, Dk), seq.positions, self.inv_freq)
-        k = apply_rope(k.view(B, T, H, Dk), seq.positions, self.inv_freq)
+        cos, sin = seq.rope(self.inv_freq, self.rope_theta)
+        q, k = rotate(q.view(B, T, H, Dk), cos, sin), rotate(k.view(B, T, H, Dk), cos, sin)
         g = retention_log_decay(H, x.device, torch.promote_types(x.dtype, torch.float32))  # [H]
         o = self.recur(q, k, v.view(B, T, H, Dv), g, seq, cache)  # [B, T, H, Dv]
         gate = self.g_proj(x).view(B, T, H, Dv) if self.g_proj is not None else None
