@@ -46,6 +46,7 @@ from lt2.kernels.dsa import (
 )
 from lt2.mixers.attention import visibility
 from lt2.mixers.base import SeqInfo, doc_offsets, mean_visible_keys
+from lt2.model.fuse import project
 from lt2.model.layers import apply_rope, rope_frequencies, rotate
 from lt2.model.pattern import MixerSpec
 
@@ -58,6 +59,8 @@ class DSACache:
 
 
 class DeepSeekSparseAttention(nn.Module):
+    input_projections = ("wq", "wk", "wv")  # one QKV matmul once fused (lt2.model.fuse); the indexer's stay apart
+
     def __init__(self, args, layer_idx: int):
         super().__init__()
         cfg = args.dsa
@@ -131,9 +134,10 @@ class DeepSeekSparseAttention(nn.Module):
     # ----------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor, seq: SeqInfo, cache: DSACache | None, spec: MixerSpec) -> torch.Tensor:
         B, T, _ = x.shape
-        q = self.wq(x).view(B, T, self.n_heads, self.head_dim)
-        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim)
-        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim)
+        q, k, v = project(self, x, self.input_projections)
+        q = q.view(B, T, self.n_heads, self.head_dim)
+        k = k.view(B, T, self.n_kv_heads, self.head_dim)
+        v = v.view(B, T, self.n_kv_heads, self.head_dim)
         cos, sin = seq.rope(self.inv_freq, self.rope_theta)
         q, k = rotate(q, cos, sin), rotate(k, cos, sin)
         q_index, k_index, w_index = self._indexer(x, seq.positions)

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lt2.model.fuse import project
+
 
 class RMSNorm(nn.Module):
     """RMSNorm computed in fp32 and cast back, as in Llama / Lingua."""
@@ -28,6 +30,8 @@ class RMSNorm(nn.Module):
 class SwiGLU(nn.Module):
     """out = W2(silu(W1 x) * W3 x)."""
 
+    input_projections = ("w1", "w3")  # one gate-up matmul once fused (lt2.model.fuse)
+
     def __init__(self, dim: int, hidden_dim: int):
         super().__init__()
         self.w1 = nn.Linear(dim, hidden_dim, bias=False)
@@ -35,7 +39,8 @@ class SwiGLU(nn.Module):
         self.w2 = nn.Linear(hidden_dim, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        gate, up = project(self, x, self.input_projections)
+        return self.w2(F.silu(gate) * up)
 
 
 def rope_frequencies(head_dim: int, theta: float, device: torch.device | None = None) -> torch.Tensor:
