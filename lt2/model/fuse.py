@@ -14,6 +14,11 @@ as it is) move into one contiguous tensor, and each keeps its nn.Parameter, now 
 keys, shapes and values do not change, nothing is stored twice, and load_state_dict writes into the fused
 tensor. Without fuse_projections, `project` calls each projection as before.
 
+Who fuses: the Decoder (lt2.infer.decoder), i.e. generation and every decode benchmark, unless it is given
+fuse=False. The scoring forwards (perplexity, zero-shot, the training loop's evaluations) do not: their
+matmuls have B x T rows and are compute-bound, where stacking weights gains little, and their model may be
+one that is still training.
+
 Moving or casting the model afterwards (.to, load_state_dict(assign=True)) gives the parameters new storage
 the fused tensor does not see: `project` raises then (call fuse_projections again). With grad enabled and
 parameters that require grad (training), `project` takes the unfused path, whose matmuls reach the

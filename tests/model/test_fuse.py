@@ -16,6 +16,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from lt2.infer.decoder import Decoder
+from lt2.model import LoopedLM
 from lt2.model.fuse import fuse_projections, unfuse_projections
 from lt2.testing import assert_close, incremental_logits, tiny_model
 
@@ -141,7 +142,7 @@ def test_decoder_fuses_unless_told_not_to():
     assert fused_groups(model)
 
 
-def test_state_dict_unchanged_and_load_reaches_fused_weight():
+def test_state_dict_unchanged_and_load_reaches_fused_weight(tmp_path):
     model = fp32_model("interleave:1:1:gdn:full")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     fuse_projections(model)
@@ -150,6 +151,9 @@ def test_state_dict_unchanged_and_load_reaches_fused_weight():
     for key, value in before.items():
         assert after[key].shape == value.shape and torch.equal(after[key], value), key
     assert sum(p.numel() for p in model.parameters()) == sum(v.numel() for v in before.values())
+    model.save_pretrained(tmp_path)  # the parameters are views of one tensor; the file holds them as before
+    saved = LoopedLM.from_pretrained(tmp_path).state_dict()
+    assert all(torch.equal(saved[k], v) for k, v in before.items())
 
     other = fp32_model("interleave:1:1:gdn:full", seed=5)
     other.load_state_dict({k: torch.randn_like(v) for k, v in other.state_dict().items()})
