@@ -38,15 +38,17 @@ def test_rope_tables_equal_apply_rope_and_are_shared():
     assert not torch.equal(other, seq.rope(inv_freq, 10000.0)[0])  # another theta, another table
 
 
-@pytest.mark.parametrize("pattern", ["full", "interleave:1:1:gdn:full", "nsa", "retnet"])
+@pytest.mark.parametrize("pattern", ["full", "interleave:1:1:gdn:full", "nsa", "retnet", "dsa"])
 def test_rope_computed_once_per_forward(pattern):
-    """One cos per training forward and per decode step, not one per attention layer and loop."""
+    """One cos per training forward and per decode step and table (DSA: its indexer's rotary dims too), not
+    one per attention layer and loop."""
     model = tiny_model(pattern, loop_count=3).float()
     tokens = torch.randint(0, 97, (2, 10))
+    tables = 2 if pattern == "dsa" else 1
     with CountCos() as mode:
         model(tokens)
-    assert mode.calls == 1
+    assert mode.calls == tables
     _, state = model.prefill(tokens, max_len=12)
     with CountCos() as mode:
         model.step(tokens[:, 0], state)
-    assert mode.calls == 1
+    assert mode.calls == tables
