@@ -5,6 +5,11 @@ token), plain eager calls elsewhere. Both paths run the same `LoopedLM.decode_st
 `compile=True` hands that step to torch.compile first (fixed shapes, so one specialised graph): Inductor
 fuses the norms, rotary, gates and residuals between the matmuls, tens of small kernels per layer and
 loop, which a CUDA graph replays but cannot merge. The graph then captures the compiled step.
+
+`fuse=True` (the default) first fuses the model's input projections in place (lt2.model.fuse): a decode
+step's matmuls are GEMV-shaped and memory-bound, and one matmul over the stacked weights of a layer's q/k/v
+(gate) projections, or of SwiGLU's gate and up projections, replaces several small ones. Parameters and
+state_dict stay as they are; move or cast the model before building the Decoder, not after.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import torch
 from lt2.infer.sampling import SamplingArgs, sample
 from lt2.kernels import backend
 from lt2.model import LoopedLM
+from lt2.model.fuse import fuse_projections
 
 
 class Decoder:
@@ -38,7 +44,10 @@ class Decoder:
         warmup: int = 2,
         dtype: torch.dtype | None = None,
         compile: bool = False,
+        fuse: bool = True,
     ):
+        if fuse:
+            fuse_projections(model)
         self.model = model
         self.sampling = sampling or SamplingArgs()
         device = model.embed.weight.device

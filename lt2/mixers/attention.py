@@ -22,7 +22,8 @@ from lt2.kernels import backend
 from lt2.kernels import decode_attention as decode_kernels  # Triton loads on first use
 from lt2.kernels.flex import flex_causal_attention
 from lt2.mixers.base import SeqInfo, mean_visible_keys
-from lt2.model.layers import apply_rope, rope_frequencies
+from lt2.model.fuse import project
+from lt2.model.layers import rope_frequencies, rotate
 from lt2.model.pattern import MixerSpec
 
 
@@ -60,6 +61,8 @@ def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
 
 
 class Attention(nn.Module):
+    input_projections = ("wq", "wk", "wv", "wg")  # one QKV(+gate) matmul once fused (lt2.model.fuse)
+
     def __init__(self, args, layer_idx: int):
         super().__init__()
         self.layer_idx = layer_idx
@@ -96,18 +99,20 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, seq: SeqInfo, cache: KVCache | None, spec: MixerSpec) -> torch.Tensor:
         B, T, _ = x.shape
-        q = self.wq(x).view(B, T, self.n_heads, self.head_dim)
-        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim)
-        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim)
-        q, k = apply_rope(q, seq.positions, self.inv_freq), apply_rope(k, seq.positions, self.inv_freq)
+        q, k, v, gate = project(self, x, self.input_projections)
+        q = q.view(B, T, self.n_heads, self.head_dim)
+        k = k.view(B, T, self.n_kv_heads, self.head_dim)
+        v = v.view(B, T, self.n_kv_heads, self.head_dim)
+        cos, sin = seq.rope(self.inv_freq, self.rope_theta)
+        q, k = rotate(q, cos, sin), rotate(k, cos, sin)
         if cache is None:
             o = self._attend_uncached(q, k, v, seq, spec.window)
         elif cache.slot_of is None:
             o = self._attend_full_cache(q, k, v, seq, cache)
         else:
             o = self._attend_ring(q, k, v, seq, cache, spec.window)
-        if self.wg is not None:
-            o = o * torch.sigmoid(self.wg(x)).view_as(o)
+        if gate is not None:
+            o = o * torch.sigmoid(gate).view_as(o)
         return self.wo(o.reshape(B, T, -1))
 
     def _attend_uncached(self, q, k, v, seq: SeqInfo, window: int | None) -> torch.Tensor:

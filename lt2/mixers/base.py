@@ -23,7 +23,7 @@ Mixer contract (every family in lt2/mixers follows it):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +51,7 @@ class SeqInfo:
     host_cache_len: `cache_len` as a host int, so that prefill reads only the slots written so far. None
         without a cache and in a decode step: a decode step holds device tensors only, so that one captured
         CUDA graph replays it at every position, and reads the whole static cache masked by `key_mask`.
+    rope_tables: what `rope` computed so far, by (D/2, theta, device); not an input.
     """
 
     positions: torch.Tensor
@@ -60,6 +61,7 @@ class SeqInfo:
     key_mask: torch.Tensor | None = None
     cache_len: torch.Tensor | None = None
     host_cache_len: int | None = None
+    rope_tables: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def for_training(cls, positions: torch.Tensor, cu_seqlens: torch.Tensor | None = None) -> SeqInfo:
@@ -88,6 +90,21 @@ class SeqInfo:
         key_mask [B, max_len] must already mark the slot.
         """
         return cls(positions, slots=slot, key_mask=key_mask, cache_len=slot + 1)
+
+    def rope(self, inv_freq: torch.Tensor, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin [B, T, 1, D/2] fp32 of `positions` for the rotary frequencies inv_freq [D/2] of base theta.
+
+        Computed once per call and shared by every layer and loop with the same (D, theta): a looped model
+        would otherwise recompute them n_layers x loop_count times per forward (two kernels each in a decode
+        step). Example: `q = rotate(q, *seq.rope(self.inv_freq, self.rope_theta))`.
+        """
+        # imported here: lt2.model imports this module (a top-level import would be circular)
+        from lt2.model.layers import rope_cos_sin
+
+        key = (inv_freq.shape[0], theta, inv_freq.device)
+        if key not in self.rope_tables:
+            self.rope_tables[key] = rope_cos_sin(self.positions, inv_freq)
+        return self.rope_tables[key]
 
 
 def mean_visible_keys(context: int, limit: int | None = None) -> float:

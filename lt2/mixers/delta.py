@@ -36,6 +36,7 @@ from lt2.kernels.delta_rule import (
 )
 from lt2.mixers.base import SeqInfo, ShortConv, recurrent_decode_bytes
 from lt2.mixers.norms import GatedRMSNorm
+from lt2.model.fuse import project
 from lt2.model.pattern import MixerSpec
 
 # Tokens per chunk of the chunked form; the mixing-FLOPs estimate uses it too (fla's default).
@@ -55,8 +56,12 @@ class DeltaRuleCache:
 class DeltaRuleMixer(nn.Module):
     """The delta rule without decay (DeltaNet) and the base of GatedDeltaNet and KimiDeltaAttention.
 
-    Families override `log_decay` (default: no decay) and `output_layers` (default: silu gate when use_gate).
+    Families override `log_decay` (default: no decay) and `output_layers` (default: silu gate when use_gate),
+    and add their projections of the input to `input_projections`, which `projections` computes in one
+    matmul once fused (lt2.model.fuse).
     """
+
+    input_projections: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "b_proj", "g_proj")
 
     def __init__(self, args, layer_idx: int):
         super().__init__()
@@ -86,20 +91,25 @@ class DeltaRuleMixer(nn.Module):
         g_proj = nn.Linear(args.dim, self.value_dim, bias=False) if args.linear.use_gate else None
         return g_proj, GatedRMSNorm(self.head_v_dim, args.linear.norm_eps, activation="silu")
 
-    def log_decay(self, x: torch.Tensor) -> torch.Tensor | None:
-        """x [B, T, C] -> log decay g (fp32, <= 0), [B, T, H] or [B, T, H, Dk]; None for no decay."""
+    def log_decay(self, x: torch.Tensor, proj: dict[str, torch.Tensor | None]) -> torch.Tensor | None:
+        """x [B, T, C] and its `projections` -> log decay g (fp32, <= 0), [B, T, H] or [B, T, H, Dk]; None for
+        no decay."""
         return None
 
-    def output_gate(self, x: torch.Tensor) -> torch.Tensor | None:
-        """x [B, T, C] -> gate [B, T, H, Dv] fed to o_norm's activation, or None."""
-        if self.g_proj is None:
+    def output_gate(self, gate: torch.Tensor | None) -> torch.Tensor | None:
+        """g_proj's output [B, T, H*Dv] (None: no gate) -> gate [B, T, H, Dv] fed to o_norm's activation."""
+        if gate is None:
             return None
-        return self.g_proj(x).view(*x.shape[:2], self.n_heads, self.head_v_dim)
+        return gate.view(*gate.shape[:-1], self.n_heads, self.head_v_dim)
 
-    def beta(self, x: torch.Tensor) -> torch.Tensor:
-        """x [B, T, C] -> write strength beta [B, T, H]: sigmoid, doubled under allow_neg_eigval."""
-        beta = torch.sigmoid(self.b_proj(x))
+    def beta(self, b: torch.Tensor) -> torch.Tensor:
+        """b_proj's output [B, T, H] -> write strength beta [B, T, H]: sigmoid, doubled under allow_neg_eigval."""
+        beta = torch.sigmoid(b)
         return beta * 2.0 if self.allow_neg_eigval else beta
+
+    def projections(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        """x [..., C] -> {name: its projection [..., out]} for every name in `input_projections` (None: absent)."""
+        return dict(zip(self.input_projections, project(self, x, self.input_projections), strict=True))
 
     # ------------------------------------------------------------------ cache
     def init_cache(self, batch: int, max_len: int, device, dtype, spec: MixerSpec) -> DeltaRuleCache:
@@ -128,9 +138,9 @@ class DeltaRuleMixer(nn.Module):
         # fla's chunk_delta_rule (no decay) refuses fp32 inputs; fp32 DeltaNet on CUDA runs the reference.
         return backend.use_fast(x, "fla") and not (g is None and x.dtype == torch.float32)
 
-    def _qkv(self, x: torch.Tensor, seq: SeqInfo, cache: DeltaRuleCache | None):
-        B, T, _ = x.shape
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+    def _qkv(self, proj: dict, seq: SeqInfo, cache: DeltaRuleCache | None):
+        q, k, v = proj["q_proj"], proj["k_proj"], proj["v_proj"]
+        B, T, _ = q.shape
         if self.q_conv1d is None:  # no short convolution: just the activation, as fla does
             q, k, v = F.silu(q), F.silu(k), F.silu(v)
         else:
@@ -144,9 +154,10 @@ class DeltaRuleMixer(nn.Module):
     def forward(self, x: torch.Tensor, seq: SeqInfo, cache: DeltaRuleCache | None, spec: MixerSpec) -> torch.Tensor:
         """x [B, T, C] (or [1, total, C] with seq.cu_seqlens) -> [B, T, C]; `cache` continues the sequence in place."""
         B, T, _ = x.shape
-        q, k, v = self._qkv(x, seq, cache)  # [B, T, H, Dk], [B, T, H, Dk], [B, T, H, Dv]
-        beta = self.beta(x)  # [B, T, H]
-        g = self.log_decay(x)
+        proj = self.projections(x)
+        q, k, v = self._qkv(proj, seq, cache)  # [B, T, H, Dk], [B, T, H, Dk], [B, T, H, Dv]
+        beta = self.beta(proj["b_proj"])  # [B, T, H]
+        g = self.log_decay(x, proj)
         fast = self._use_fla(x, g)
         kwargs = dict(g=g, use_qk_l2norm=True)
         if cache is None:
@@ -160,5 +171,5 @@ class DeltaRuleMixer(nn.Module):
                 chunked = fla_chunk_delta_rule if fast else chunk_delta_rule
                 o, state = chunked(q, k, v, beta, initial_state=cache.state, output_final_state=True, **kwargs)
             cache.state.copy_(state)
-        o = self.o_norm(o, self.output_gate(x))  # [B, T, H, Dv]
+        o = self.o_norm(o, self.output_gate(proj["g_proj"]))  # [B, T, H, Dv]
         return self.o_proj(o.reshape(B, T, self.value_dim))

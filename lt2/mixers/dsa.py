@@ -46,7 +46,8 @@ from lt2.kernels.dsa import (
 )
 from lt2.mixers.attention import visibility
 from lt2.mixers.base import SeqInfo, doc_offsets, mean_visible_keys
-from lt2.model.layers import apply_rope, rope_frequencies
+from lt2.model.fuse import project
+from lt2.model.layers import rope_frequencies, rotate
 from lt2.model.pattern import MixerSpec
 
 
@@ -58,6 +59,8 @@ class DSACache:
 
 
 class DeepSeekSparseAttention(nn.Module):
+    input_projections = ("wq", "wk", "wv")  # one QKV matmul once fused (lt2.model.fuse); the indexer's stay apart
+
     def __init__(self, args, layer_idx: int):
         super().__init__()
         cfg = args.dsa
@@ -105,15 +108,16 @@ class DeepSeekSparseAttention(nn.Module):
         return float(context * self.index_head_dim + 2 * selected * self.n_kv_heads * self.head_dim) * dtype.itemsize
 
     # ------------------------------------------------------------------ pieces
-    def _indexer(self, x: torch.Tensor, positions: torch.Tensor):
+    def _indexer(self, x: torch.Tensor, seq: SeqInfo):
         """Indexer queries [B, T, HI, DI], key [B, T, DI] and head weights [B, T, HI] from the detached input."""
         B, T, _ = x.shape
         x = x.detach()  # the indexer learns only from L_I (DeepSeek-V3.2), never from the LM loss
         r = self.index_rope_dim
         q = self.wq_index(x).view(B, T, self.index_n_heads, self.index_head_dim)
         k = self.k_index_norm(self.wk_index(x))[:, :, None]  # [B, T, 1, DI]
-        q = torch.cat([apply_rope(q[..., :r], positions, self.index_inv_freq), q[..., r:]], dim=-1)
-        k = torch.cat([apply_rope(k[..., :r], positions, self.index_inv_freq), k[..., r:]], dim=-1)
+        cos, sin = seq.rope(self.index_inv_freq, self.rope_theta)  # [B, T, 1, r/2]
+        q = torch.cat([rotate(q[..., :r], cos, sin), q[..., r:]], dim=-1)
+        k = torch.cat([rotate(k[..., :r], cos, sin), k[..., r:]], dim=-1)
         w = self.w_index(x) * self.index_n_heads**-0.5
         return q, k[:, :, 0], w
 
@@ -131,11 +135,13 @@ class DeepSeekSparseAttention(nn.Module):
     # ----------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor, seq: SeqInfo, cache: DSACache | None, spec: MixerSpec) -> torch.Tensor:
         B, T, _ = x.shape
-        q = self.wq(x).view(B, T, self.n_heads, self.head_dim)
-        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim)
-        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim)
-        q, k = apply_rope(q, seq.positions, self.inv_freq), apply_rope(k, seq.positions, self.inv_freq)
-        q_index, k_index, w_index = self._indexer(x, seq.positions)
+        q, k, v = project(self, x, self.input_projections)
+        q = q.view(B, T, self.n_heads, self.head_dim)
+        k = k.view(B, T, self.n_kv_heads, self.head_dim)
+        v = v.view(B, T, self.n_kv_heads, self.head_dim)
+        cos, sin = seq.rope(self.inv_freq, self.rope_theta)
+        q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+        q_index, k_index, w_index = self._indexer(x, seq)
 
         doc = None  # [Tk] first slot of each key's packed document
         if cache is None:

@@ -28,6 +28,8 @@ from lt2.model.pattern import MixerSpec
 
 
 class GatedDeltaNet(DeltaRuleMixer):
+    input_projections = (*DeltaRuleMixer.input_projections, "a_proj")
+
     def __init__(self, args, layer_idx: int):
         super().__init__(args, layer_idx)
         H = self.n_heads
@@ -41,9 +43,9 @@ class GatedDeltaNet(DeltaRuleMixer):
             self.A_log.copy_(torch.empty_like(self.A_log).uniform_(0, 16).log())
             self.dt_bias.copy_(dt_bias_init(self.n_heads))
 
-    def log_decay(self, x: torch.Tensor) -> torch.Tensor:
-        """x [B, T, C] -> g [B, T, H] fp32."""
-        return -self.A_log.float().exp() * F.softplus(self.a_proj(x).float() + self.dt_bias.float())
+    def log_decay(self, x: torch.Tensor, proj: dict) -> torch.Tensor:
+        """x [B, T, C] and its projections -> g [B, T, H] fp32, from a_proj's [B, T, H]."""
+        return -self.A_log.float().exp() * F.softplus(proj["a_proj"].float() + self.dt_bias.float())
 
     def forward(self, x: torch.Tensor, seq: SeqInfo, cache: DeltaRuleCache | None, spec: MixerSpec) -> torch.Tensor:
         if cache is not None and x.shape[1] == 1 and self.q_conv1d is not None and backend.use_fast(x, "triton"):
@@ -56,21 +58,22 @@ class GatedDeltaNet(DeltaRuleMixer):
 
     def decode_step_inputs(self, h: torch.Tensor, cache: DeltaRuleCache) -> gdn_decode.GDNDecodeStep:
         """h [B, C] one token -> its decode step between the projections, on the cache's conv caches and state."""
+        proj = self.projections(h)
         return gdn_decode.GDNDecodeStep(
-            q_in=self.q_proj(h),
-            k_in=self.k_proj(h),
-            v_in=self.v_proj(h),
+            q_in=proj["q_proj"],
+            k_in=proj["k_proj"],
+            v_in=proj["v_proj"],
             conv_q=cache.conv_q,
             conv_k=cache.conv_k,
             conv_v=cache.conv_v,
             w_q=self.q_conv1d.weight,
             w_k=self.k_conv1d.weight,
             w_v=self.v_conv1d.weight,
-            a=self.a_proj(h),
-            b=self.b_proj(h),
+            a=proj["a_proj"],
+            b=proj["b_proj"],
             A_log=self.A_log,
             dt_bias=self.dt_bias,
-            gate=self.g_proj(h) if self.g_proj is not None else None,
+            gate=proj["g_proj"],
             o_norm_weight=self.o_norm.weight,
             eps=self.o_norm.eps,
             state=cache.state,

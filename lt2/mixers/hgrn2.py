@@ -25,12 +25,14 @@ from torch import nn
 
 from lt2.mixers.base import SeqInfo, ShortConv
 from lt2.mixers.gla import GatedLinearMixer, GLACache
+from lt2.model.fuse import project
 from lt2.model.layers import RMSNorm
 from lt2.model.pattern import MixerSpec
 
 
 class HGRN2(GatedLinearMixer):
     conv_names = ("q_conv1d", "f_conv1d", "i_conv1d")
+    input_projections = ("q_proj", "f_proj", "i_proj")  # one matmul once fused (lt2.model.fuse)
 
     def __init__(self, args, layer_idx: int):
         super().__init__()
@@ -55,7 +57,7 @@ class HGRN2(GatedLinearMixer):
         """x [B, T, C] (or [1, total, C] with seq.cu_seqlens) -> [B, T, C]; `cache` continues the sequence in place."""
         B, T, C = x.shape
         H, Dk, Dv = self.n_heads, self.head_k_dim, self.head_v_dim
-        q, f, i = self.convolve((self.q_proj(x), self.f_proj(x), self.i_proj(x)), seq, cache)
+        q, f, i = self.convolve(project(self, x, self.input_projections), seq, cache)
         g = F.logsigmoid(f.to(torch.promote_types(f.dtype, torch.float32)))  # [B, T, H*Dk], fp32 gate
         k = -torch.expm1(g)  # 1 - forget gate, without cancellation for gates near 1
         o = self.recur(

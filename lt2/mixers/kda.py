@@ -43,7 +43,7 @@ class KimiDeltaAttention(DeltaRuleMixer):
             self.A_log.copy_(torch.empty_like(self.A_log).uniform_(1, 16).log())
             self.dt_bias.copy_(dt_bias_init(self.dt_bias.numel()))
 
-    def log_decay(self, x: torch.Tensor) -> torch.Tensor:
+    def log_decay(self, x: torch.Tensor, proj: dict) -> torch.Tensor:
         """x [B, T, C] -> g [B, T, H, Dk] fp32."""
         B, T, _ = x.shape
         f = self.f_proj(x).float().view(B, T, self.n_heads, self.head_dim)

@@ -33,7 +33,8 @@ from lt2.kernels import backend
 from lt2.kernels.nsa import fla_nsa, fla_nsa_unsupported, naive_nsa
 from lt2.mixers.attention import visibility
 from lt2.mixers.base import SeqInfo, doc_offsets, mean_visible_keys
-from lt2.model.layers import apply_rope, rope_frequencies
+from lt2.model.fuse import project
+from lt2.model.layers import rope_frequencies, rotate
 from lt2.model.pattern import MixerSpec
 
 
@@ -44,6 +45,8 @@ class NSACache:
 
 
 class NativeSparseAttention(nn.Module):
+    input_projections = ("wq", "wk", "wv", "wgates")  # one matmul once fused (lt2.model.fuse)
+
     def __init__(self, args, layer_idx: int):
         super().__init__()
         cfg = args.nsa
@@ -97,11 +100,13 @@ class NativeSparseAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, seq: SeqInfo, cache: NSACache | None, spec: MixerSpec) -> torch.Tensor:
         B, T, _ = x.shape
-        q = self.wq(x).view(B, T, self.n_heads, self.head_dim)
-        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim)
-        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim)
-        q, k = apply_rope(q, seq.positions, self.inv_freq), apply_rope(k, seq.positions, self.inv_freq)
-        gates = torch.sigmoid(self.wgates(x)).view(B, T, self.n_heads, 3).unbind(-1)  # g_cmp, g_slc, g_swa
+        q, k, v, gates = project(self, x, self.input_projections)
+        q = q.view(B, T, self.n_heads, self.head_dim)
+        k = k.view(B, T, self.n_kv_heads, self.head_dim)
+        v = v.view(B, T, self.n_kv_heads, self.head_dim)
+        cos, sin = seq.rope(self.inv_freq, self.rope_theta)
+        q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+        gates = torch.sigmoid(gates).view(B, T, self.n_heads, 3).unbind(-1)  # g_cmp, g_slc, g_swa
 
         fresh = cache is None or (T > 1 and seq.host_cache_len == T)  # whole sequences (from slot 0): fla runs them
         if fresh and seq.pad_mask is None and backend.use_fast(q, "fla"):

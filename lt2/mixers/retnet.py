@@ -21,7 +21,8 @@ from torch import nn
 from lt2.mixers.base import SeqInfo, ShortConv
 from lt2.mixers.gla import GatedLinearMixer, GLACache
 from lt2.mixers.norms import GatedRMSNorm
-from lt2.model.layers import apply_rope, rope_frequencies
+from lt2.model.fuse import project
+from lt2.model.layers import rope_frequencies, rotate
 from lt2.model.pattern import MixerSpec
 
 
@@ -32,6 +33,7 @@ def retention_log_decay(n_heads: int, device=None, dtype: torch.dtype = torch.fl
 
 class RetNet(GatedLinearMixer):
     conv_names = ("q_conv1d", "k_conv1d", "v_conv1d")
+    input_projections = ("q_proj", "k_proj", "v_proj", "g_proj")  # one matmul once fused (lt2.model.fuse)
 
     def __init__(self, args, layer_idx: int):
         super().__init__()
@@ -62,10 +64,11 @@ class RetNet(GatedLinearMixer):
         """x [B, T, C] (or [1, total, C] with seq.cu_seqlens) -> [B, T, C]; `cache` continues the sequence in place."""
         B, T, _ = x.shape
         H, Dk, Dv = self.n_heads, self.head_k_dim, self.head_v_dim
-        q, k, v = self.convolve((self.q_proj(x), self.k_proj(x), self.v_proj(x)), seq, cache)
-        q = apply_rope(q.view(B, T, H, Dk), seq.positions, self.inv_freq)
-        k = apply_rope(k.view(B, T, H, Dk), seq.positions, self.inv_freq)
+        q, k, v, gate = project(self, x, self.input_projections)
+        q, k, v = self.convolve((q, k, v), seq, cache)
+        cos, sin = seq.rope(self.inv_freq, self.rope_theta)
+        q, k = rotate(q.view(B, T, H, Dk), cos, sin), rotate(k.view(B, T, H, Dk), cos, sin)
         g = retention_log_decay(H, x.device, torch.promote_types(x.dtype, torch.float32))  # [H]
         o = self.recur(q, k, v.view(B, T, H, Dv), g, seq, cache)  # [B, T, H, Dv]
-        gate = self.g_proj(x).view(B, T, H, Dv) if self.g_proj is not None else None
+        gate = gate.view(B, T, H, Dv) if gate is not None else None
         return self.o_proj(self.g_norm(o, gate).reshape(B, T, self.value_dim))

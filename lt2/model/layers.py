@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lt2.model.fuse import project
+
 
 class RMSNorm(nn.Module):
     """RMSNorm computed in fp32 and cast back, as in Llama / Lingua."""
@@ -28,6 +30,8 @@ class RMSNorm(nn.Module):
 class SwiGLU(nn.Module):
     """out = W2(silu(W1 x) * W3 x)."""
 
+    input_projections = ("w1", "w3")  # one gate-up matmul once fused (lt2.model.fuse)
+
     def __init__(self, dim: int, hidden_dim: int):
         super().__init__()
         self.w1 = nn.Linear(dim, hidden_dim, bias=False)
@@ -35,7 +39,8 @@ class SwiGLU(nn.Module):
         self.w2 = nn.Linear(hidden_dim, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        gate, up = project(self, x, self.input_projections)
+        return self.w2(F.silu(gate) * up)
 
 
 def rope_frequencies(head_dim: int, theta: float, device: torch.device | None = None) -> torch.Tensor:
@@ -46,10 +51,20 @@ def rope_frequencies(head_dim: int, theta: float, device: torch.device | None = 
     return 1.0 / (theta**exponents)
 
 
-def apply_rope(x: torch.Tensor, positions: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
-    """Rotate x [B, T, H, D] by its token positions [B, T] (half-split layout, as in Llama/HF)."""
+def rope_cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin [B, T, 1, D/2] fp32 of the rotation angles of positions [B, T] (shared by every head)."""
     angles = positions.to(torch.float32)[..., None] * inv_freq  # [B, T, D/2]
-    cos, sin = angles.cos()[:, :, None, :], angles.sin()[:, :, None, :]  # [B, T, 1, D/2]
+    return angles.cos()[:, :, None, :], angles.sin()[:, :, None, :]
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x [B, T, H, D] by rope_cos_sin's cos, sin [B, T, 1, D/2] (half-split layout, as in Llama/HF)."""
     x1, x2 = x.float().chunk(2, dim=-1)
     out = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
     return out.type_as(x)
+
+
+def apply_rope(x: torch.Tensor, positions: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
+    """Rotate x [B, T, H, D] by its token positions [B, T]. Layers get cos/sin once per forward from
+    SeqInfo.rope instead; this is the one-off form."""
+    return rotate(x, *rope_cos_sin(positions, inv_freq))

@@ -3,7 +3,8 @@
 For full attention (split-KV kernel), window (ring kernel), GDN (fused step) and DSA, in one 4:1 hybrid and
 a GDN+DSA hybrid: the eager, CUDA-graph and torch.compile'd + graph decoders' logits, step after step, are
 as close to the fp64 reference forward as verify-kernels asks (2x the bf16 reference's own error), and the
-compiled step is one graph.
+compiled step is one graph. The engines run with fused input projections (the Decoder's default), and the
+graph engine once more before that without them.
 
 Run: pytest -m gpu tests/gpu/test_decoder_gpu.py
 """
@@ -50,6 +51,7 @@ def test_graph_and_compiled_steps_match_fp64(pattern):
         floor = model(tokens)[:, 129:].float()
     logits = {}
     for name, options in {
+        "graph-unfused": dict(cuda_graph=True, warmup=1, fuse=False),  # first: the Decoders below fuse in place
         "eager": dict(cuda_graph=False),
         "graph": dict(cuda_graph=True, warmup=1),
         "compile": dict(cuda_graph=True, warmup=2, compile=True),

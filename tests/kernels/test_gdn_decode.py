@@ -7,6 +7,8 @@
 - a left-padded row (zero inputs from a zero state) stays exactly zero, as the model relies on;
 - the oracle against the repository's own pieces: ShortConv's decode step, and the GatedDeltaNet
   mixer's whole decode branch (skipped while that module is not importable);
+- the token's inputs as column slices of one fused projection output (row stride > row length) give the
+  same results as contiguous ones;
 - argument checks raise ValueError naming the bad argument.
 
 The kernel checks run in a TRITON_INTERPRET=1 worker process (fixture `interpreted`, tests/kernels/conftest.py),
@@ -31,8 +33,18 @@ from lt2.testing import assert_close, random_gdn_decode_step
 RTOL = 1e-5  # fp32 kernel vs fp32 oracle: summation order only
 
 
-def check_steps(B, H, Dk, Dv, K, gate, decay, steps, neg_eigval=False):
-    """Worker side: `steps` consecutive steps, kernel and oracle each on their own caches and state."""
+def as_fused_slices(step: GDNDecodeStep) -> GDNDecodeStep:
+    """The step with its token inputs as column slices of one [B, sum_out] tensor, as fused projections give."""
+    names = [n for n in GDNDecodeStep.TOKEN if getattr(step, n) is not None]
+    packed = torch.cat([getattr(step, n) for n in names], dim=1)
+    views = packed.split([getattr(step, n).shape[1] for n in names], dim=1)
+    assert not any(v.is_contiguous() for v in views if v.shape[0] > 1)
+    return dataclasses.replace(step, **dict(zip(names, views, strict=True)))
+
+
+def check_steps(B, H, Dk, Dv, K, gate, decay, steps, neg_eigval=False, fused_inputs=False):
+    """Worker side: `steps` consecutive steps, kernel and oracle each on their own caches and state; with
+    fused_inputs the kernel reads the token's inputs as slices of one fused projection output."""
     from lt2.kernels.gdn_decode import fused_gdn_decode_step
 
     torch.use_deterministic_algorithms(True, warn_only=True)  # torch.empty now fills with NaN
@@ -45,6 +57,8 @@ def check_steps(B, H, Dk, Dv, K, gate, decay, steps, neg_eigval=False):
         if step:  # a new token: fresh projections, same weights, caches and state carried over
             fresh = random_gdn_decode_step(B, H, Dk, Dv, K, gate=gate, decay=decay, generator=gen)
             kernel, oracle = kernel.with_token(fresh), oracle.with_token(fresh)
+        if fused_inputs:
+            kernel = as_fused_slices(kernel)
         y = fused_gdn_decode_step(kernel)
         expected = naive_gdn_decode_step(oracle)
         assert_close(f"y (step {step})", y, expected, rtol=RTOL)
@@ -70,6 +84,11 @@ CASES = [
 )
 def test_fused_step_matches_oracle(interpreted, B, H, Dk, Dv, K, gate, decay):
     interpreted(check_steps, B, H, Dk, Dv, K, gate, decay, steps=3)
+
+
+@pytest.mark.parametrize("gate", [True, False], ids=["gate", "nogate"])
+def test_fused_step_reads_strided_projections(interpreted, gate):
+    interpreted(check_steps, 3, 2, 20, 36, 3, gate, 1.0, steps=2, fused_inputs=True)
 
 
 def test_fused_step_neg_eigval(interpreted):
@@ -121,10 +140,13 @@ def test_conv_step_matches_short_conv():
 
 
 @pytest.mark.skipif(importlib.util.find_spec("lt2.mixers.gdn") is None, reason="lt2.mixers.gdn is not importable")
-def test_oracle_matches_gdn_mixer_decode():
-    """The oracle, fed the step the GatedDeltaNet mixer builds for its fused path, reproduces its decode step."""
+@pytest.mark.parametrize("fuse", [False, True], ids=["separate", "fused-projections"])
+def test_oracle_matches_gdn_mixer_decode(fuse):
+    """The oracle, fed the step the GatedDeltaNet mixer builds for its fused path, reproduces its decode step,
+    also when the mixer's input projections are fused (the step then holds slices of one output)."""
     from lt2.config import LinearArgs, ModelArgs
     from lt2.mixers import SeqInfo, mixer_class
+    from lt2.model.fuse import fuse_projections
     from lt2.model.pattern import MixerSpec
 
     gen = torch.Generator().manual_seed(1)
@@ -143,6 +165,8 @@ def test_oracle_matches_gdn_mixer_decode():
         for p in mixer.parameters():
             p.copy_(0.5 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
         mixer.A_log.copy_(torch.rand(mixer.A_log.shape, generator=gen, dtype=torch.float64).mul(16).log())
+    if fuse:
+        assert fuse_projections(mixer) == 1
     B, spec = 3, MixerSpec("gdn")
     cache = mixer.init_cache(B, 16, "cpu", torch.float64, spec)
     for x in (cache.state, cache.conv_q, cache.conv_k, cache.conv_v):

@@ -189,7 +189,8 @@ def test_decay_formula(pattern):
             p.zero_()
         mixer.A_log.fill_(math.log(2.0))
         mixer.dt_bias.fill_(math.log(math.e - 1))
-    g = mixer.log_decay(torch.randn(2, 5, 32))
+    x = torch.randn(2, 5, 32)
+    g = mixer.log_decay(x, mixer.projections(x))
     assert g.shape == ((2, 5, 2) if pattern == "gdn" else (2, 5, 2, 8)) and g.dtype == torch.float32
     assert_close(f"{pattern} decay", g, torch.full_like(g, -2.0), rtol=1e-6, atol=1e-6)
 
@@ -203,7 +204,7 @@ def test_neg_eigval_doubles_beta_and_reaches_every_path():
     plain, negeig = tiny_model("gdn", 2, seed=1), tiny_model("gdn", 2, seed=1, allow_neg_eigval=True)
     x = torch.randn(2, 9, 32, generator=torch.Generator().manual_seed(0))
     mixer, mixer_neg = plain.layers[0].mixer, negeig.layers[0].mixer
-    assert_close("beta", mixer_neg.beta(x), 2 * torch.sigmoid(mixer.b_proj(x)), rtol=1e-6)
+    assert_close("beta", mixer_neg.beta(mixer_neg.b_proj(x)), 2 * torch.sigmoid(mixer.b_proj(x)), rtol=1e-6)
     toks = tokens(2, 70, seed=3)
     with torch.no_grad():
         assert (negeig(toks) - plain(toks)).abs().max() > 1e-3, "the switch changed nothing"

@@ -185,7 +185,7 @@ def explicit_index_kl(m: DeepSeekSparseAttention, x: torch.Tensor) -> torch.Tens
     seq = SeqInfo.for_training(torch.arange(T).expand(B, T))
     with torch.no_grad():
         m(x, seq, None, MixerSpec("dsa"))  # fills last_index_loss and fixes nothing else
-    q_i, k_i, w_i = m._indexer(x, seq.positions)
+    q_i, k_i, w_i = m._indexer(x, seq)
     scores = naive_index_scores(q_i, k_i, w_i)  # [B, T, T], differentiable
     causal = torch.ones(T, T, dtype=torch.bool).tril()[None]
     with torch.no_grad():

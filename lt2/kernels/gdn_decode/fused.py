@@ -17,7 +17,9 @@ cannot race with other programs. The math is in README.md.
 Under TRITON_INTERPRET=1 (set before triton is imported) the kernel runs on CPU tensors with one pinned
 configuration, so CI checks it in fp32 without a GPU.
 
-Shapes: B batch, H heads, Dk key dim, Dv value dim, K conv kernel size; projections are [B, H*D].
+Shapes: B batch, H heads, Dk key dim, Dv value dim, K conv kernel size; projections are [B, H*D], read with
+their row strides: fused projections (lt2.model.fuse) hand over column slices of one [B, sum_out] output, and
+copying each to a contiguous tensor first would add six small kernels per layer and loop.
 """
 
 from __future__ import annotations
@@ -81,6 +83,12 @@ def fused_gdn_decode_kernel(
     y,
     eps,
     scale,
+    stride_q,
+    stride_k,
+    stride_v,
+    stride_a,
+    stride_b,
+    stride_gate,
     H: tl.constexpr,
     DK: tl.constexpr,
     DV: tl.constexpr,
@@ -99,8 +107,8 @@ def fused_gdn_decode_kernel(
 
     # q, k [BK]: conv + silu, then fla's l2norm; q also takes the attention scale
     o_qk = i_h * DK + o_k
-    b_q = _conv_silu_step(q_in + i_b * H * DK, conv_q + i_b * (K - 1) * H * DK, w_q, o_qk, mask_k, H * DK, K, BR)
-    b_k = _conv_silu_step(k_in + i_b * H * DK, conv_k + i_b * (K - 1) * H * DK, w_k, o_qk, mask_k, H * DK, K, BR)
+    b_q = _conv_silu_step(q_in + i_b * stride_q, conv_q + i_b * (K - 1) * H * DK, w_q, o_qk, mask_k, H * DK, K, BR)
+    b_k = _conv_silu_step(k_in + i_b * stride_k, conv_k + i_b * (K - 1) * H * DK, w_k, o_qk, mask_k, H * DK, K, BR)
     # scalars typed here: a caller may hand Python floats over as fp64 (Inductor does), and fp64 would then
     # spread into the loop-carried fp32 values
     scale = tl.cast(scale, tl.float32)
@@ -108,10 +116,10 @@ def fused_gdn_decode_kernel(
     b_q = b_q / tl.sqrt(tl.sum(b_q * b_q) + L2NORM_EPS) * scale
     b_k = b_k / tl.sqrt(tl.sum(b_k * b_k) + L2NORM_EPS)
 
-    b_beta = tl.sigmoid(tl.load(b + i_bh).to(tl.float32))
+    b_beta = tl.sigmoid(tl.load(b + i_b * stride_b + i_h).to(tl.float32))
     if NEG_EIGVAL:  # beta in (0, 2): the transition I - beta k k^T may have a negative eigenvalue
         b_beta = b_beta * 2.0
-    b_x = tl.load(a + i_bh).to(tl.float32) + tl.load(dt_bias + i_h).to(tl.float32)
+    b_x = tl.load(a + i_b * stride_a + i_h).to(tl.float32) + tl.load(dt_bias + i_h).to(tl.float32)
     # softplus as torch and fla compute it (linear above 20); its absolute error (<~1e-7) is far below a decay's
     b_softplus = tl.where(b_x < 20.0, tl.log(1.0 + tl.exp(b_x)), b_x)
     b_decay = tl.exp(-tl.exp(tl.load(A_log + i_h).to(tl.float32)) * b_softplus)
@@ -124,7 +132,7 @@ def fused_gdn_decode_kernel(
         o_v = i_v * BV + tl.arange(0, BV)
         mask_v = o_v < DV
         o_vc = i_h * DV + o_v
-        b_v = _conv_silu_step(v_in + i_b * H * DV, conv_v + i_b * (K - 1) * H * DV, w_v, o_vc, mask_v, H * DV, K, BR)
+        b_v = _conv_silu_step(v_in + i_b * stride_v, conv_v + i_b * (K - 1) * H * DV, w_v, o_vc, mask_v, H * DV, K, BR)
         p_s = p_state + o_k[:, None] * DV + o_v[None, :]
         mask_s = mask_k[:, None] & mask_v[None, :]
         b_s = tl.load(p_s, mask=mask_s, other=0.0) * b_decay  # [BK, BV]
@@ -143,7 +151,7 @@ def fused_gdn_decode_kernel(
         b_y = tl.load(o_buf + i_bh * DV + o_v, mask=mask_v, other=0.0) * b_rstd
         b_y *= tl.load(o_norm_weight + o_v, mask=mask_v, other=0.0).to(tl.float32)
         if USE_GATE:
-            b_g = tl.load(gate + i_bh * DV + o_v, mask=mask_v, other=0.0).to(tl.float32)
+            b_g = tl.load(gate + i_b * stride_gate + i_h * DV + o_v, mask=mask_v, other=0.0).to(tl.float32)
             b_y *= b_g * tl.sigmoid(b_g)
         tl.store(y + i_bh * DV + o_v, b_y.to(y.dtype.element_ty), mask=mask_v)
 
@@ -174,9 +182,11 @@ def fused_gdn_decode_fwd(step: GDNDecodeStep, block_v: int | None = None, num_wa
     tensors = step.tensors()
     if step.gate is None:
         tensors["gate"] = y  # unused without a gate; any pointer will do
+    strides = {f"stride_{name.removesuffix('_in')}": tensors[name].stride(0) for name in step.TOKEN}
     # the interpreter ignores launch options: whatever is pinned here is the one config it runs
     fused_gdn_decode_kernel[(B * H,)](
         **tensors,
+        **strides,
         o_buf=o_buf,
         y=y,
         eps=step.eps,
@@ -272,8 +282,13 @@ def fused_gdn_decode_step(step: GDNDecodeStep) -> torch.Tensor:
     (torch.Size([8, 3072]), torch.bfloat16)
     """
     _check(step)
-    # read-only inputs: contiguous() is free when they already are (projections and parameters are)
-    read_only = {n: x.contiguous() for n, x in step.tensors().items() if x is not None and n not in step.IN_PLACE}
+    # read-only inputs: contiguous() is free when they already are (parameters are); the token's projections
+    # only need contiguous rows (the kernel takes their row strides), so fused projections' slices pass as views
+    read_only = {
+        n: x if n in step.TOKEN and x.stride(-1) == 1 else x.contiguous()
+        for n, x in step.tensors().items()
+        if x is not None and n not in step.IN_PLACE
+    }
     step = dataclasses.replace(step, **read_only)
     # the fields themselves (dataclasses.asdict would deep-copy them, and the in-place updates with them)
     return fused_gdn_decode_op(**{f.name: getattr(step, f.name) for f in dataclasses.fields(step)})

@@ -22,6 +22,8 @@ class GDNDecodeStep:
     Fields:
         q_in, k_in: [B, H*Dk] the token's q/k projections (before the short convolution).
         v_in: [B, H*Dv] its v projection (same dtype as q_in and k_in).
+            The token's inputs (q_in, k_in, v_in, a, b, gate) may have any row stride, e.g. column slices of
+            fused projections (lt2.model.fuse); the fused kernel reads them in place.
         conv_q, conv_k: [B, K-1, H*Dk], conv_v: [B, K-1, H*Dv] the previous K-1 inputs, oldest first;
             shifted in place (contiguous).
         w_q, w_k: [H*Dk, K], w_v: [H*Dv, K] depthwise conv weights; [:, -1] multiplies the new token.
