@@ -8,6 +8,7 @@ workflow/rules/report.smk builds every figure.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import matplotlib
@@ -35,12 +36,16 @@ def decode_throughput(inputs: list[Path]) -> Figure:
     """Decode tokens/s (over the batch, top row) and prefill tokens/s (bottom row) against context, one line
     per model (and engine, where a run compared several), one column per batch size.
 
-    Inputs: `lt2 bench throughput` CSVs. Points that ran out of memory are marked with an x at the top of
-    the panel; the dotted lines are each model's HBM roofline of a decode step.
+    Inputs: `lt2 bench throughput` CSVs, and optionally config/paper/decode.csv (a CSV with a `table`
+    column), whose points are drawn as stars in the decode panel of their batch. Points that ran out of memory
+    are marked with an x at the top of the panel; the dotted lines are each model's HBM roofline of a decode
+    step.
     """
     import pandas as pd
 
-    points = pd.concat([pd.read_csv(p) for p in inputs], ignore_index=True)
+    frames = [pd.read_csv(p) for p in inputs]
+    paper = pd.concat([f for f in frames if "table" in f] or [pd.DataFrame()], ignore_index=True)
+    points = pd.concat([f for f in frames if "table" not in f], ignore_index=True)
     if points["engine"].nunique() > 1:
         points["model"] = points["model"] + " [" + points["engine"] + "]"
     batches = sorted(points["batch"].unique())
@@ -53,8 +58,9 @@ def decode_throughput(inputs: list[Path]) -> Figure:
     for row, (column, ylabel) in enumerate(rows):
         for ax, batch in zip(axes[row], batches, strict=True):
             at_batch = points[points["batch"] == batch]
+            colours = {}
             for i, (model, runs) in enumerate(at_batch.groupby("model", sort=True)):
-                colour = f"C{i % 10}"
+                colour = colours[model] = f"C{i % 10}"
                 ok = runs[runs["status"] == "ok"].sort_values("ctx")
                 ax.plot(ok["ctx"], ok[column], "o-", color=colour, label=model)
                 if column == "decode_tokens_per_s":
@@ -63,6 +69,9 @@ def decode_throughput(inputs: list[Path]) -> Figure:
                 if len(failed):
                     top = at_batch[column].max()
                     ax.plot(failed["ctx"], [top] * len(failed), "x", color=colour, markersize=9)
+            if column == "decode_tokens_per_s":
+                for model, ctx, value in _paper_decode_points(paper, batch):
+                    ax.plot([ctx], [value], "*", color=colours.get(model, "black"), markersize=13, mec="black")
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
             ax.set_xlabel("context (tokens)")
@@ -71,8 +80,21 @@ def decode_throughput(inputs: list[Path]) -> Figure:
             ax.grid(alpha=0.3, which="both")
     axes[0][0].plot([], [], ":", color="gray", label="HBM roofline")
     axes[0][0].plot([], [], "x", color="gray", label="out of memory")
+    if len(paper):
+        axes[0][0].plot([], [], "*", color="gray", mec="black", markersize=11, label="paper (H100)")
     axes[0][0].legend(fontsize="small")
     return fig
+
+
+def _paper_decode_points(paper, batch: int) -> list[tuple[str, int, float]]:
+    """(model, ctx, tokens/s) of the paper's decode rows at `batch`: columns `decode tok/s B=<b> ctx=<n>k`,
+    rows `<scale>/<recipe>` (the model is the recipe, as in the bench CSVs)."""
+    found = []
+    for row in paper.itertuples(index=False) if len(paper) else ():
+        match = re.fullmatch(r"decode tok/s B=(\d+) ctx=(\d+)k", row.column)
+        if row.table == "decode" and match and int(match[1]) == batch:
+            found.append((row.row.split("/")[-1], int(match[2]) * 1024, float(row.value)))
+    return found
 
 
 def niah_context(inputs: list[Path]) -> Figure:
@@ -107,7 +129,10 @@ def niah_context(inputs: list[Path]) -> Figure:
 METRICS = "train/{scale}/{recipe}/metrics.jsonl"
 FIGURES: dict[str, Entry] = {
     "decode_throughput": Entry(
-        decode_throughput, bench_throughput_records, "Decode and prefill tokens/s against context"
+        decode_throughput,
+        bench_throughput_records,
+        "Decode and prefill tokens/s against context",
+        paper="decode",
     ),
     "grad_norm": Entry(curves.grad_norm, METRICS, "Gradient norm against tokens, per ablation group"),
     "mixer_costs": Entry(mixer_costs, mixer_cost_recipes, "Mixing FLOPs and decode cache against sequence length"),

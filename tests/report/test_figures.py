@@ -102,3 +102,17 @@ def test_throughput_figure_has_a_prefill_row(tmp_path):
     fig = build_figure("decode_throughput", [csv])
     titles = [ax.get_title() for ax in fig.axes]
     assert any(t.startswith("decode") for t in titles) and any(t.startswith("prefill") for t in titles)
+
+
+def test_throughput_figure_draws_the_papers_decode_points_in_their_models_colour():
+    csv = REPO / "results" / "paper" / "bench" / "1B" / "throughput.csv"
+    fig = build_figure("decode_throughput", [csv, REPO / "config" / "paper" / "decode.csv"])
+    (panel,) = [ax for ax in fig.axes if ax.get_title() == "decode, batch 8"]
+    stars = {(tuple(s.get_xdata()), tuple(s.get_ydata())): s.get_color() for s in panel.get_lines()
+             if s.get_marker() == "*"}  # fmt: skip
+    assert set(stars) == {((8192,), (22.0,)), ((8192,), (125.0,))}
+    colour = {s.get_label(): s.get_color() for s in panel.get_lines() if s.get_marker() == "o"}
+    assert stars[(8192,), (22.0,)] == colour["looped_pure_full"]
+    assert stars[(8192,), (125.0,)] == colour["looped_hybrid_gdn_dsa"]
+    elsewhere = [s for ax in fig.axes if ax is not panel for s in ax.get_lines() if s.get_marker() == "*"]
+    assert [len(s.get_xdata()) for s in elsewhere] == [0]  # only the legend's entry (batch 1 panel)
