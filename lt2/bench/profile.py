@@ -234,6 +234,10 @@ def _device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
+def _source(device: torch.device) -> str:
+    return "CUDA device events" if device.type == "cuda" else "outermost aten ops (CPU)"
+
+
 def _result(mode: str, recipe: Recipe, device: torch.device, engine: str, shape: dict, steps: int, warmup: int,
             timed_ms: float | None, kernels: list[tuple[str, float]], profiled_ms: float) -> StepProfile:  # fmt: skip
     """The record; `timed_ms` is None on the CPU, where the profiled wall time is the step time."""
@@ -249,10 +253,6 @@ def _result(mode: str, recipe: Recipe, device: torch.device, engine: str, shape:
         profiled_step_ms=profiled_ms, kernel_ms=kernel_ms, idle_share=1 - kernel_ms / step_ms,
         kernels_per_step=len(kernels) / steps, classes=classes, top=top,
     )  # fmt: skip
-
-
-def _source(device: torch.device) -> str:
-    return "CUDA device events" if device.type == "cuda" else "outermost aten ops (CPU)"
 
 
 @torch.no_grad()
