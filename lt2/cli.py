@@ -99,6 +99,35 @@ def _add_bench_decode_kernels(cmds) -> None:
     p.set_defaults(func=cmd_bench_decode_kernels)
 
 
+def cmd_bench_profile(a: argparse.Namespace) -> int:
+    from lt2.bench.profile import run_profile
+    from lt2.bench.throughput import parse_sizes
+    from lt2.recipe import load_recipe, recipe_files
+
+    recipe = load_recipe(a.recipe, a.overrides)
+    ctx = parse_sizes(a.ctx)
+    if len(ctx) != 1:
+        raise ValueError(f"--ctx takes one length, got {a.ctx!r}")
+    run_profile(a.mode, recipe, a.steps, a.warmup, a.out, inputs=recipe_files(a.recipe), batch=a.batch,
+                ctx=ctx[0], engine=a.engine, trace=a.trace)  # fmt: skip
+    return 0
+
+
+def _add_bench_profile(cmds) -> None:
+    p = cmds.add_parser("profile", help="one decode or training step's time by kernel class (torch.profiler)")
+    p.add_argument("mode", choices=["decode", "train"], help="decode: one-token steps; train: optimizer steps")
+    _recipe_args(p)
+    p.add_argument("--steps", type=int, default=10, help="timed steps, then as many profiled ones")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation, autotuning, capture)")
+    p.add_argument("--batch", type=int, default=8, help="decode: sequences")
+    p.add_argument("--ctx", default="8k", help="decode: prefilled context, e.g. 8k")
+    p.add_argument("--engine", choices=["graph", "compile"], default="graph", help="decode: as in bench throughput")
+    p.add_argument("--trace", default=None, help="also export the chrome trace of the profiled steps here")
+    out_help = "JSON record (+ .prov.json), e.g. results/paper/bench/profile/<mode>_<recipe>.json"
+    p.add_argument("--out", default=None, help=out_help)
+    p.set_defaults(func=cmd_bench_profile)
+
+
 def cmd_bench_throughput(a: argparse.Namespace) -> int:
     from lt2.bench.throughput import bench_throughput, parse_engines, parse_sizes
     from lt2.recipe import load_recipe, recipes_with_bases
@@ -145,6 +174,7 @@ def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks (each prints a table and writes one JSON record)")
     cmds = p.add_subparsers(dest="bench_command", required=True, metavar="<bench>")
     _add_bench_decode_kernels(cmds)
+    _add_bench_profile(cmds)
     _add_bench_throughput(cmds)
     _add_bench_train(cmds)
     _add_bench_zeroshot(cmds)

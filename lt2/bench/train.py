@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -65,12 +66,39 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench_train(recipe: Recipe, info: DistInfo, steps: int, warmup: int) -> TrainBench:
-    """Time `warmup + steps` optimizer steps of `recipe` on random tokens (collective over ranks)."""
+def random_token_step(recipe: Recipe, info: DistInfo) -> Callable[[], torch.Tensor]:
+    """The run's own pieces (build_model: AC -> compile -> FSDP, AdamW, the schedule, train_step), built now;
+    each call of the returned closure is one optimizer step on fresh uniformly random tokens (`grad_accum`
+    micro-batches of [batch_size, seq_len]) and returns its mean loss, on device, unsynchronised.
+
+    >>> step = random_token_step(recipe, info)
+    >>> loss = step()  # collective over ranks
+    """
     from lt2.train.loop import build_model, seed_everything, train_step
     from lt2.train.optim import build_optimizer, build_scheduler
 
     seed_everything(recipe.train.seed + info.rank)
+    data, train, device = recipe.data, recipe.train, info.device
+    generator = torch.Generator(device=device).manual_seed(train.seed + info.rank)
+
+    def random_batch() -> Batch:
+        tokens = torch.randint(0, recipe.model.vocab_size, (data.batch_size, data.seq_len + 1), device=device,
+                               generator=generator)  # fmt: skip
+        return Batch(tokens[:, :-1], tokens[:, 1:], None, 0)
+
+    model = build_model(recipe, info)
+    optimizer = build_optimizer(model, train.optim, device)
+    scheduler = build_scheduler(optimizer, train.optim, train.steps)
+
+    def step() -> torch.Tensor:
+        micro = [random_batch() for _ in range(train.grad_accum)]
+        return train_step(model, optimizer, scheduler, micro, recipe, device)[0]
+
+    return step
+
+
+def bench_train(recipe: Recipe, info: DistInfo, steps: int, warmup: int) -> TrainBench:
+    """Time `warmup + steps` optimizer steps of `recipe` on random tokens (collective over ranks)."""
     data, train, device = recipe.data, recipe.train, info.device
     flops = train_flops_per_token(recipe.model, data.seq_len)
     peak = peak_flops(device, train.dtype)
@@ -91,17 +119,8 @@ def bench_train(recipe: Recipe, info: DistInfo, steps: int, warmup: int) -> Trai
         train_flops_per_token=flops,
         peak_tflops=peak / 1e12 if peak else None,
     )
-    generator = torch.Generator(device=device).manual_seed(recipe.train.seed + info.rank)
-
-    def random_batch() -> Batch:
-        tokens = torch.randint(0, recipe.model.vocab_size, (data.batch_size, data.seq_len + 1), device=device,
-                               generator=generator)  # fmt: skip
-        return Batch(tokens[:, :-1], tokens[:, 1:], None, 0)
-
     try:
-        model = build_model(recipe, info)
-        optimizer = build_optimizer(model, train.optim, device)
-        scheduler = build_scheduler(optimizer, train.optim, train.steps)
+        step = random_token_step(recipe, info)
         times = []
         _sync(device)
         t0 = time.perf_counter()
@@ -112,8 +131,7 @@ def bench_train(recipe: Recipe, info: DistInfo, steps: int, warmup: int) -> Trai
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(device)
             start = time.perf_counter()
-            micro = [random_batch() for _ in range(train.grad_accum)]
-            loss, _ = train_step(model, optimizer, scheduler, micro, recipe, device)
+            loss = step()
             _sync(device)
             if i >= warmup:
                 times.append(time.perf_counter() - start)
